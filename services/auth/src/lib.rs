@@ -1,0 +1,23 @@
+//! Authentication for cloudpop.
+//!
+//! The POP3 and LMTP front-ends see only the [`Authenticator`] seam: they forward what the
+//! client sent (and the challenge they issued) and get back a [`Principal`] or a typed
+//! [`AuthFailure`]. They never see a stored secret.
+//!
+//! This crate holds the seam, the request and result types, and the user directory: a TOML
+//! file of tenants, domains and users with argon2id password hashes (see [`directory`]),
+//! reloaded when it changes. The gRPC client and server come in their own modules later.
+
+mod authenticator;
+pub mod directory;
+mod login;
+mod secret;
+
+pub use authenticator::{
+    AuthFailure, AuthRequest, Authenticator, Credential, LookupError, Policy, Principal,
+};
+pub use directory::{
+    Directory, DirectoryAuthenticator, DirectoryError, TenantInfo, UserId, UserInfo,
+};
+pub use login::{Login, LoginError};
+pub use secret::Secret;

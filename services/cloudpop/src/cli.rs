@@ -1,0 +1,63 @@
+//! Command-line interface: one binary, roles as subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// cloudpop: a multi-tenant POP3 service. Without a role it runs `all`, the embedded
+/// single-machine default.
+#[derive(Debug, Parser)]
+#[command(name = "cloudpop", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). Default: `cloudpop.toml` in the working directory if it
+    /// exists, else built-in defaults. Environment variables `CLOUDPOP_SECTION__KEY`
+    /// override single options.
+    #[arg(long, short, global = true, env = "CLOUDPOP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub role: Option<Role>,
+}
+
+/// What this process does.
+#[derive(Debug, Subcommand)]
+pub enum Role {
+    /// Everything on one machine: POP3, LMTP and admin HTTP, files under the data directory.
+    All,
+    /// Only the POP3 front-end (and the admin HTTP port).
+    Pop3,
+    /// Only the LMTP delivery endpoint (and the admin HTTP port).
+    Lmtp,
+    /// Manage users of the users file.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Check the configuration and print it with defaults filled in; exit non-zero if invalid.
+    CheckConfig,
+}
+
+/// `cloudpop admin …`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Users: add, change password, set APOP secret, disable, remove, list.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `cloudpop admin user …`. Secrets are read from standard input, never from arguments.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; reads the password from standard input (one line).
+    Add { login: String },
+    /// Set a user's password; reads it from standard input (one line).
+    Passwd { login: String },
+    /// Set a user's APOP secret from standard input (an empty line removes it).
+    Apop { login: String },
+    /// Disable a user: logins are refused with [SYS/PERM], delivery continues.
+    Disable { login: String },
+    /// Enable a disabled user.
+    Enable { login: String },
+    /// Remove a user from the users file (stored mail is left in place).
+    Del { login: String },
+    /// List users.
+    List,
+}

@@ -1,0 +1,27 @@
+//! Storage for maildrops: where messages live and who may serve a maildrop right now.
+//!
+//! Two seams, each a trait with a contract test suite in [`contract`] that every
+//! implementation must pass:
+//!
+//! - [`MessageStore`]: immutable message blobs keyed by `{tenant}/{mailbox}/{uid}`.
+//!   Implemented here by [`FsStore`] (files, fsync + hard link); S3 comes later.
+//! - [`MaildropLock`]: a lease per maildrop with renewal and release, so that one maildrop is
+//!   served by at most one session. Implemented here by [`InProcessLock`]; Redis comes later.
+//!
+//! Keys are built only from the validated id types in [`ids`], never from client input.
+//! This crate does not know about POP3 or LMTP.
+
+pub mod contract;
+mod fs_store;
+pub mod ids;
+mod in_process_lock;
+mod lock;
+mod store;
+mod uid_generator;
+
+pub use fs_store::FsStore;
+pub use ids::{IdError, MailboxId, MaildropKey, TenantId, UniqueId};
+pub use in_process_lock::InProcessLock;
+pub use lock::{Lease, LockError, MaildropLock};
+pub use store::{DeleteOutcome, MessageEntry, MessageReader, MessageStore, StoreError};
+pub use uid_generator::UidGenerator;

@@ -1,0 +1,81 @@
+//! The maildrop lock seam: a lease per maildrop.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::ids::MaildropKey;
+
+/// A held lease on one maildrop. The token proves ownership for renew, check and release.
+///
+/// `Debug` shows the token redacted, so a lease can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The locked maildrop.
+    pub key: MaildropKey,
+    /// Random, unguessable proof of ownership; keep it out of logs.
+    pub token: String,
+    /// How long the lease lives without renewal.
+    pub ttl: Duration,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("key", &self.key)
+            .field("token", &"<redacted>")
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// Errors of a lock backend. All are temporary: the caller answers `[SYS/TEMP]`.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The backend is down, slow or failing.
+    #[error("lock backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// At most one holder per maildrop at any time.
+///
+/// Contract (checked by `contract::maildrop_lock`):
+/// - `acquire` returns `Ok(None)` while another unexpired lease exists on the key.
+/// - A lease not renewed within its ttl expires, and the key can be acquired again.
+/// - `renew` and `check` return `Ok(false)` once the lease is lost (expired, or taken over);
+///   `renew` of a live lease extends it by its ttl.
+/// - `release` removes only the caller's own lease (compare-and-delete).
+/// - Keys are independent.
+#[async_trait]
+pub trait MaildropLock: Send + Sync + std::fmt::Debug {
+    /// Tries to take the lease on `key` for `ttl`.
+    async fn acquire(&self, key: &MaildropKey, ttl: Duration) -> Result<Option<Lease>, LockError>;
+
+    /// Extends a lease by its ttl if it is still held; `false` if it was lost.
+    async fn renew(&self, lease: &Lease) -> Result<bool, LockError>;
+
+    /// Whether the lease is still held (fencing check right before UPDATE).
+    async fn check(&self, lease: &Lease) -> Result<bool, LockError>;
+
+    /// Releases the lease if it is still ours; `false` if it was already lost.
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{MailboxId, TenantId};
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let lease = Lease {
+            key: MaildropKey::new(TenantId::new("acme").unwrap(), MailboxId::new("a").unwrap()),
+            token: "s3cr3t-token".to_owned(),
+            ttl: Duration::from_secs(1),
+        };
+        let shown = format!("{lease:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("acme"), "{shown}");
+    }
+}

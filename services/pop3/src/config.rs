@@ -1,0 +1,58 @@
+//! Settings of the POP3 front-end. Parsed and validated by the binary; defaults here.
+
+use std::time::Duration;
+
+/// RFC 2449 EXPIRE as advertised before login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpirePolicy {
+    Never,
+    Days(u32),
+}
+
+/// POP3 limits and behaviour. Every field is a documented configuration option.
+#[derive(Debug, Clone)]
+pub struct Pop3Config {
+    /// Name used in the greeting and the APOP timestamp.
+    pub hostname: String,
+    /// Longest command line in octets, CRLF included (RFC 2449 §4: at least 255).
+    pub max_line_length: usize,
+    /// Failed logins on one connection before it is closed.
+    pub max_auth_failures: u32,
+    /// Consecutive invalid commands before the connection is closed.
+    pub max_bad_commands: u32,
+    /// Idle time allowed before login.
+    pub idle_timeout_authorization: Duration,
+    /// Idle time allowed after login (RFC 1939 §3: at least 10 minutes).
+    pub idle_timeout_transaction: Duration,
+    /// Time allowed for the client to accept one buffer of output.
+    pub write_timeout: Duration,
+    /// Lifetime of a maildrop lease; it is renewed every third of it.
+    pub lock_ttl: Duration,
+    /// Connections served at once; more are answered `-ERR [SYS/TEMP]` and closed.
+    pub max_connections: usize,
+    /// Size of the buffer a message streams through, per RETR/TOP in flight.
+    pub stream_buffer: usize,
+    /// LOGIN-DELAY advertised before login, in seconds (RFC 2449 §6.8).
+    pub login_delay: u64,
+    /// EXPIRE advertised before login (RFC 2449 §6.7).
+    pub expire: ExpirePolicy,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".into(),
+            max_line_length: 1024,
+            max_auth_failures: 3,
+            max_bad_commands: 20,
+            idle_timeout_authorization: Duration::from_secs(60),
+            idle_timeout_transaction: Duration::from_secs(600),
+            write_timeout: Duration::from_secs(60),
+            lock_ttl: Duration::from_secs(60),
+            max_connections: 1024,
+            stream_buffer: 64 * 1024,
+            login_delay: 0,
+            expire: ExpirePolicy::Never,
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! One connection: read → decode → handle → encode → write, with timeouts, lock renewal and
+//! streamed message bodies.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::codec::Decoder;
+use crate::reply::{BodyLimit, Reply, RespCode, Response};
+use crate::server::Pop3Deps;
+use crate::session::{ConnectionInfo, Session};
+use crate::stuffing::DotStuffer;
+
+/// How a session ended, for the session-end log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The server closed after answering (QUIT, too many failures).
+    Closed,
+    /// The client went away without QUIT.
+    Dropped,
+    IdleTimeout,
+    WriteTimeout,
+    Shutdown,
+    LockLost,
+    /// The store failed while a message was being sent.
+    StoreFailed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Closed => "closed",
+            Outcome::Dropped => "dropped",
+            Outcome::IdleTimeout => "idle_timeout",
+            Outcome::WriteTimeout => "write_timeout",
+            Outcome::Shutdown => "shutdown",
+            Outcome::LockLost => "lock_lost",
+            Outcome::StoreFailed => "store_failed",
+        }
+    }
+}
+
+/// Why writing stopped.
+enum WriteError {
+    Timeout,
+    Io,
+    Store,
+}
+
+impl From<WriteError> for Outcome {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Timeout => Outcome::WriteTimeout,
+            WriteError::Io => Outcome::Dropped,
+            WriteError::Store => Outcome::StoreFailed,
+        }
+    }
+}
+
+struct Connection<S> {
+    stream: S,
+    deps: Arc<Pop3Deps>,
+    out: BytesMut,
+    bytes_sent: u64,
+    next_renewal: Option<Instant>,
+}
+
+/// Serves one POP3 connection to its end.
+pub(crate) async fn serve<S>(stream: S, deps: Arc<Pop3Deps>, info: ConnectionInfo, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let mut session = Session::new(deps.clone(), info);
+    let mut conn = Connection { stream, deps: deps.clone(), out: BytesMut::new(), bytes_sent: 0, next_renewal: None };
+    let outcome = conn.run(&mut session, &shutdown).await;
+    // Anything but QUIT ends without UPDATE: nothing is deleted (RFC 1939 §6).
+    session.abandon().await;
+    let stats = session.stats();
+    info!(
+        outcome = outcome.as_str(),
+        login = stats.login.as_deref().unwrap_or("-"),
+        duration_ms = started.elapsed().as_millis() as u64,
+        commands = stats.commands,
+        retrieved = stats.retrieved,
+        deleted = stats.deleted,
+        auth_failures = stats.auth_failures,
+        bytes_sent = conn.bytes_sent,
+        "pop3 session ended"
+    );
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    async fn run(&mut self, session: &mut Session, shutdown: &CancellationToken) -> Outcome {
+        let config = &self.deps.config;
+        let mut decoder = Decoder::new(config.max_line_length);
+        let mut input = BytesMut::new();
+        session.greeting().encode(&mut self.out);
+        loop {
+            // Answer every complete command already received, in order (RFC 2449 §6.6).
+            loop {
+                if shutdown.is_cancelled() {
+                    return self.say_goodbye(Response::err_code(RespCode::SysTemp, "server shutting down"), Outcome::Shutdown).await;
+                }
+                let reply = match decoder.decode(&mut input) {
+                    Ok(Some(command)) => session.handle(command).await,
+                    Ok(None) => break,
+                    Err(error) => session.on_protocol_error(&error),
+                };
+                if session.is_logged_in() && self.next_renewal.is_none() {
+                    self.next_renewal = Some(Instant::now() + self.renew_every());
+                }
+                let close = matches!(reply, Reply::Close(_));
+                if let Err(e) = self.write_reply(reply, session).await {
+                    return e.into();
+                }
+                if close {
+                    return match self.flush().await {
+                        Ok(()) => Outcome::Closed,
+                        Err(e) => e.into(),
+                    };
+                }
+            }
+            if let Err(e) = self.flush().await {
+                return e.into();
+            }
+            let idle = if session.is_logged_in() {
+                self.deps.config.idle_timeout_transaction
+            } else {
+                self.deps.config.idle_timeout_authorization
+            };
+            let renewal = self.next_renewal;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    return self.say_goodbye(Response::err_code(RespCode::SysTemp, "server shutting down"), Outcome::Shutdown).await;
+                }
+                () = sleep_until(renewal.unwrap_or_else(Instant::now)), if renewal.is_some() => {
+                    if !self.renew(session).await {
+                        return self.say_goodbye(Response::err_code(RespCode::SysTemp, "maildrop lock lost; no messages were deleted"), Outcome::LockLost).await;
+                    }
+                }
+                read = timeout(idle, self.stream.read_buf(&mut input)) => match read {
+                    Err(_) => return self.say_goodbye(Response::err("idle timeout; no messages were deleted"), Outcome::IdleTimeout).await,
+                    Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Dropped,
+                    Ok(Ok(_)) => {}
+                },
+            }
+        }
+    }
+
+    fn renew_every(&self) -> Duration {
+        self.deps.config.lock_ttl / 3
+    }
+
+    /// Renews the maildrop lease; false if it is lost (the session must end without UPDATE).
+    async fn renew(&mut self, session: &Session) -> bool {
+        self.next_renewal = Some(Instant::now() + self.renew_every());
+        let Some(lease) = session.lease() else {
+            return true;
+        };
+        match self.deps.lock.renew(lease).await {
+            Ok(true) => true,
+            Ok(false) => false,
+            Err(e) => {
+                warn!(error = %e, "maildrop lock renewal failed");
+                false
+            }
+        }
+    }
+
+    async fn renew_if_due(&mut self, session: &Session) -> Result<(), WriteError> {
+        match self.next_renewal {
+            Some(due) if Instant::now() >= due => {
+                if self.renew(session).await { Ok(()) } else { Err(WriteError::Store) }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn say_goodbye(&mut self, response: Response, outcome: Outcome) -> Outcome {
+        response.encode(&mut self.out);
+        let _ = self.flush().await;
+        outcome
+    }
+
+    async fn write_reply(&mut self, reply: Reply, session: &Session) -> Result<(), WriteError> {
+        reply.encode_head(&mut self.out);
+        if let Reply::Message { body, limit, .. } = reply {
+            self.stream_body(body, limit, session).await?;
+        }
+        if self.out.len() >= self.deps.config.stream_buffer {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Streams a message through one bounded buffer, stuffing on the fly.
+    async fn stream_body(
+        &mut self,
+        mut body: cloudpop_maildrop::MessageReader,
+        limit: BodyLimit,
+        session: &Session,
+    ) -> Result<(), WriteError> {
+        let chunk_size = self.deps.config.stream_buffer;
+        let mut chunk = vec![0u8; chunk_size];
+        let mut stuffer = DotStuffer::new(limit);
+        while !stuffer.is_done() {
+            let n = match timeout(self.deps.config.write_timeout, body.read(&mut chunk)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    warn!(error = %e, "message store failed mid-message; closing");
+                    return Err(WriteError::Store);
+                }
+                Err(_) => {
+                    warn!("message store read timed out mid-message; closing");
+                    return Err(WriteError::Store);
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            stuffer.push(&chunk[..n], &mut self.out);
+            if self.out.len() >= chunk_size {
+                self.flush().await?;
+                self.renew_if_due(session).await?;
+            }
+        }
+        stuffer.finish(&mut self.out);
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), WriteError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.stream.write_all(&self.out).await?;
+            self.stream.flush().await
+        };
+        match timeout(self.deps.config.write_timeout, write).await {
+            Ok(Ok(())) => {
+                self.bytes_sent += self.out.len() as u64;
+                self.out.clear();
+                Ok(())
+            }
+            Ok(Err(_)) => Err(WriteError::Io),
+            Err(_) => Err(WriteError::Timeout),
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! The POP3 front-end (RFC 1939, with RFC 1957, 2449 and 3206).
+//!
+//! Layers, from the wire inwards:
+//! - [`codec`]: bytes to [`Command`]s and [`Response`]s to bytes. No I/O; bounded lines.
+//! - [`stuffing`]: dot-stuffing of streamed message bodies, with TOP's line limit. No I/O.
+//! - [`session`]: the RFC 1939 state machine. Handlers return [`Reply`] values and never
+//!   touch the socket.
+//! - [`connection`] and [`server`]: the read → decode → handle → encode → write loop, the
+//!   listener, timeouts and the connection cap.
+//!
+//! This crate does not check credentials (it asks an [`cloudpop_auth::Authenticator`]) and does
+//! not know where messages live (it asks a [`cloudpop_maildrop::MessageStore`]).
+
+pub mod capabilities;
+pub mod codec;
+mod config;
+mod connection;
+pub mod reply;
+pub mod server;
+pub mod session;
+pub mod stuffing;
+
+pub use codec::{Command, Decoder, MessageNumber, ProtocolError};
+pub use config::{ExpirePolicy, Pop3Config};
+pub use reply::{Reply, RespCode, Response};
+pub use server::{Pop3Deps, run};

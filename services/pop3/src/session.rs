@@ -1,0 +1,412 @@
+//! The POP3 session state machine (RFC 1939 §3–§6).
+//!
+//! The state owns its data, and each transition consumes the old state. Handlers return
+//! [`Reply`] values; the connection writes them. UPDATE is the commit step of QUIT, not a
+//! state to rest in: a session that ends any other way deletes nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cloudpop_auth::{AuthFailure, AuthRequest, Credential, Principal};
+use cloudpop_maildrop::{Lease, MessageEntry, StoreError, UniqueId};
+use tracing::{debug, warn};
+
+use crate::capabilities;
+use crate::codec::{Command, MessageNumber, ProtocolError};
+use crate::reply::{BodyLimit, Reply, RespCode, Response};
+use crate::server::Pop3Deps;
+
+/// Facts about the connection that the session needs.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionInfo {
+    pub client_addr: Option<SocketAddr>,
+    pub local_addr: Option<SocketAddr>,
+    pub tls: bool,
+}
+
+/// Counters for the end-of-session log line.
+#[derive(Debug, Clone, Default)]
+pub struct SessionStats {
+    pub login: Option<String>,
+    pub commands: u64,
+    pub retrieved: u64,
+    pub deleted: u64,
+    pub auth_failures: u32,
+}
+
+/// One POP3 session.
+#[derive(Debug)]
+pub struct Session {
+    deps: Arc<Pop3Deps>,
+    info: ConnectionInfo,
+    apop_challenge: Option<String>,
+    state: State,
+    bad_commands: u32,
+    stats: SessionStats,
+}
+
+#[derive(Debug)]
+enum State {
+    Authorization(Authorization),
+    Transaction(Transaction),
+    /// QUIT was answered, or the session was ended; nothing more is processed.
+    Closed,
+}
+
+#[derive(Debug, Default)]
+struct Authorization {
+    /// The name from the USER command just before (RFC 1939 §7: PASS must follow USER).
+    pending_user: Option<String>,
+    failures: u32,
+}
+
+/// The maildrop as it was at login, with this session's deletion marks.
+#[derive(Debug)]
+struct Transaction {
+    principal: Principal,
+    lease: Lease,
+    messages: Vec<MessageEntry>,
+    deleted: Vec<bool>,
+    deleted_count: usize,
+    deleted_octets: u64,
+    total_octets: u64,
+}
+
+impl Transaction {
+    fn new(principal: Principal, lease: Lease, messages: Vec<MessageEntry>) -> Self {
+        let total_octets = messages.iter().map(|m| m.size).sum();
+        let deleted = vec![false; messages.len()];
+        Self { principal, lease, messages, deleted, deleted_count: 0, deleted_octets: 0, total_octets }
+    }
+
+    fn live_count(&self) -> usize {
+        self.messages.len() - self.deleted_count
+    }
+
+    fn live_octets(&self) -> u64 {
+        self.total_octets - self.deleted_octets
+    }
+
+    /// RFC 1939 §5: a deleted message or one out of range does not exist for the client.
+    fn get(&self, n: MessageNumber) -> Option<&MessageEntry> {
+        let index = n.index();
+        match self.deleted.get(index) {
+            Some(false) => self.messages.get(index),
+            _ => None,
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = (MessageNumber, &MessageEntry)> {
+        self.messages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.deleted[*i])
+            .filter_map(|(i, m)| MessageNumber::from_index(i).map(|n| (n, m)))
+    }
+
+    fn marked(&self) -> Vec<UniqueId> {
+        self.messages
+            .iter()
+            .zip(&self.deleted)
+            .filter(|(_, d)| **d)
+            .map(|(m, _)| m.uid.clone())
+            .collect()
+    }
+}
+
+fn no_such_message() -> Reply {
+    Response::err("no such message").into()
+}
+
+impl Session {
+    /// A new session in the AUTHORIZATION state.
+    pub fn new(deps: Arc<Pop3Deps>, info: ConnectionInfo) -> Self {
+        let apop_challenge = deps.authenticator.apop_offered().then(|| apop_challenge(&deps.config.hostname));
+        Self {
+            deps,
+            info,
+            apop_challenge,
+            state: State::Authorization(Authorization::default()),
+            bad_commands: 0,
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// The greeting (RFC 1939 §4), with the APOP timestamp when APOP is offered (§7).
+    pub fn greeting(&self) -> Response {
+        match &self.apop_challenge {
+            Some(challenge) => Response::ok(format!("cloudpop ready {challenge}")),
+            None => Response::ok("cloudpop ready"),
+        }
+    }
+
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
+    }
+
+    /// Whether the session is logged in (for the idle timeout that applies).
+    pub fn is_logged_in(&self) -> bool {
+        matches!(self.state, State::Transaction(_))
+    }
+
+    /// The maildrop lease to keep renewed, if logged in.
+    pub fn lease(&self) -> Option<&Lease> {
+        match &self.state {
+            State::Transaction(t) => Some(&t.lease),
+            _ => None,
+        }
+    }
+
+    /// Answers a line that did not decode. Too many in a row close the connection.
+    pub fn on_protocol_error(&mut self, error: &ProtocolError) -> Reply {
+        self.bad_commands += 1;
+        if self.bad_commands >= self.deps.config.max_bad_commands {
+            return Reply::Close(Response::err("too many invalid commands"));
+        }
+        Response::err(error.to_string()).into()
+    }
+
+    /// Handles one command.
+    pub async fn handle(&mut self, command: Command) -> Reply {
+        self.bad_commands = 0;
+        self.stats.commands += 1;
+        let name = command.name();
+        if let Command::Capa = command {
+            return self.capa();
+        }
+        let state = std::mem::replace(&mut self.state, State::Closed);
+        let (state, reply) = match state {
+            State::Authorization(auth) => self.authorization(auth, command).await,
+            State::Transaction(txn) => self.transaction(txn, command).await,
+            State::Closed => (State::Closed, Reply::Close(Response::err("session closed"))),
+        };
+        self.state = state;
+        debug!(command = name, ok = reply.status().is_ok(), "pop3 command");
+        reply
+    }
+
+    fn capa(&self) -> Reply {
+        let body = match &self.state {
+            State::Transaction(t) => capabilities::after_login(&t.principal.policy),
+            _ => capabilities::before_login(&self.deps.config),
+        };
+        Reply::Multiline(Response::ok("Capability list follows"), body)
+    }
+
+    async fn authorization(&mut self, mut auth: Authorization, command: Command) -> (State, Reply) {
+        let pending_user = auth.pending_user.take();
+        match command {
+            Command::User(name) => {
+                // RFC 1939 §7 allows -ERR for an unknown name; we answer +OK for every name so
+                // that USER does not reveal which mailboxes exist.
+                auth.pending_user = Some(name);
+                (State::Authorization(auth), Response::ok("send PASS").into())
+            }
+            Command::Pass(password) => match pending_user {
+                Some(login) => self.login(auth, login, Credential::Password(password)).await,
+                None => (State::Authorization(auth), Response::err("USER first").into()),
+            },
+            Command::Apop { name, digest } => match self.apop_challenge.clone() {
+                Some(challenge) => self.login(auth, name, Credential::Apop { challenge, digest }).await,
+                None => (State::Authorization(auth), Response::err("APOP is not available").into()),
+            },
+            Command::Quit => (State::Closed, Reply::Close(Response::ok("cloudpop signing off"))),
+            _ => (State::Authorization(auth), Response::err("not allowed before login").into()),
+        }
+    }
+
+    async fn login(&mut self, auth: Authorization, login: String, credential: Credential) -> (State, Reply) {
+        let request = AuthRequest {
+            login,
+            credential,
+            client_addr: self.info.client_addr,
+            local_addr: self.info.local_addr,
+            tls: self.info.tls,
+        };
+        let principal = match self.deps.authenticator.authenticate(request).await {
+            Ok(principal) => principal,
+            Err(failure) => return self.login_failed(auth, failure),
+        };
+        let lock_ttl = self.deps.config.lock_ttl;
+        let lease = match self.deps.lock.acquire(&principal.maildrop, lock_ttl).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                let reply = Response::err_code(RespCode::InUse, "maildrop is in use by another session");
+                return (State::Authorization(auth), reply.into());
+            }
+            Err(e) => {
+                warn!(error = %e, "maildrop lock unavailable at login");
+                return (State::Authorization(auth), temp_failure("maildrop lock unavailable, try again later"));
+            }
+        };
+        // RFC 1939 §4: the listing is a snapshot; numbering stays fixed for the session.
+        let messages = match self.deps.store.list(&principal.maildrop).await {
+            Ok(messages) => messages,
+            Err(e) => {
+                warn!(error = %e, "message store unavailable at login");
+                self.release(&lease).await;
+                return (State::Authorization(auth), temp_failure("maildrop unavailable, try again later"));
+            }
+        };
+        self.stats.login = Some(principal.login.clone());
+        let txn = Transaction::new(principal, lease, messages);
+        let reply = Response::ok(format!("maildrop has {} messages ({} octets)", txn.live_count(), txn.live_octets()));
+        (State::Transaction(txn), reply.into())
+    }
+
+    fn login_failed(&mut self, mut auth: Authorization, failure: AuthFailure) -> (State, Reply) {
+        // RFC 3206: [AUTH] only for bad credentials; a dependency problem is [SYS/TEMP].
+        let response = match &failure {
+            AuthFailure::BadCredentials => {
+                auth.failures += 1;
+                self.stats.auth_failures += 1;
+                if auth.failures >= self.deps.config.max_auth_failures {
+                    let reply = Response::err_code(RespCode::Auth, "authentication failed; too many failures");
+                    return (State::Closed, Reply::Close(reply));
+                }
+                Response::err_code(RespCode::Auth, "authentication failed")
+            }
+            AuthFailure::LoginTooSoon => Response::err_code(RespCode::LoginDelay, "login too soon after the last one"),
+            AuthFailure::Temporary(_) => Response::err_code(RespCode::SysTemp, "authentication unavailable, try again later"),
+            AuthFailure::Permanent(_) => Response::err_code(RespCode::SysPerm, "account unavailable"),
+        };
+        if let AuthFailure::Temporary(reason) | AuthFailure::Permanent(reason) = &failure {
+            warn!(%reason, "login refused");
+        }
+        (State::Authorization(auth), response.into())
+    }
+
+    async fn transaction(&mut self, mut txn: Transaction, command: Command) -> (State, Reply) {
+        let reply = match command {
+            Command::Stat => Response::ok(format!("{} {}", txn.live_count(), txn.live_octets())).into(),
+            Command::List(None) => {
+                let mut body = crate::reply::MultilineBody::new();
+                for (n, m) in txn.live() {
+                    body.push_line(format_args!("{n} {}", m.size));
+                }
+                let status = format!("{} messages ({} octets)", txn.live_count(), txn.live_octets());
+                Reply::Multiline(Response::ok(status), body)
+            }
+            Command::List(Some(n)) => match txn.get(n) {
+                Some(m) => Response::ok(format!("{n} {}", m.size)).into(),
+                None => no_such_message(),
+            },
+            Command::Uidl(None) => {
+                let mut body = crate::reply::MultilineBody::new();
+                for (n, m) in txn.live() {
+                    body.push_line(format_args!("{n} {}", m.uid));
+                }
+                Reply::Multiline(Response::ok("unique-id listing follows"), body)
+            }
+            Command::Uidl(Some(n)) => match txn.get(n) {
+                Some(m) => Response::ok(format!("{n} {}", m.uid)).into(),
+                None => no_such_message(),
+            },
+            Command::Retr(n) => self.open(&txn, n, BodyLimit::Whole).await,
+            Command::Top { message, lines } => self.open(&txn, message, BodyLimit::TopLines(lines)).await,
+            Command::Dele(n) => match txn.get(n).map(|m| m.size) {
+                Some(size) => {
+                    // RFC 1939 §5: DELE only marks; the message is removed in UPDATE.
+                    txn.deleted[n.index()] = true;
+                    txn.deleted_count += 1;
+                    txn.deleted_octets += size;
+                    Response::ok(format!("message {n} deleted")).into()
+                }
+                None => no_such_message(),
+            },
+            Command::Noop => Response::ok("").into(),
+            Command::Rset => {
+                txn.deleted.iter_mut().for_each(|d| *d = false);
+                txn.deleted_count = 0;
+                txn.deleted_octets = 0;
+                Response::ok(format!("maildrop has {} messages ({} octets)", txn.live_count(), txn.live_octets())).into()
+            }
+            Command::Quit => return (State::Closed, self.update(txn).await),
+            Command::User(_) | Command::Pass(_) | Command::Apop { .. } => Response::err("already logged in").into(),
+            Command::Capa => self.capa(),
+        };
+        (State::Transaction(txn), reply)
+    }
+
+    async fn open(&mut self, txn: &Transaction, n: MessageNumber, limit: BodyLimit) -> Reply {
+        let Some(entry) = txn.get(n) else {
+            return no_such_message();
+        };
+        match self.deps.store.open(&txn.principal.maildrop, &entry.uid).await {
+            Ok(body) => {
+                if limit == BodyLimit::Whole {
+                    self.stats.retrieved += 1;
+                }
+                let status = match limit {
+                    BodyLimit::Whole => Response::ok(format!("{} octets", entry.size)),
+                    BodyLimit::TopLines(_) => Response::ok("top of message follows"),
+                };
+                Reply::Message { status, body, limit, size: entry.size }
+            }
+            Err(StoreError::NotFound) => Response::err(format!("message {n} no longer exists")).into(),
+            Err(e) => {
+                warn!(error = %e, "message store unavailable during retrieval");
+                temp_failure("message temporarily unavailable, try again later")
+            }
+        }
+    }
+
+    /// RFC 1939 §6: the UPDATE state, entered only from QUIT in TRANSACTION.
+    async fn update(&mut self, txn: Transaction) -> Reply {
+        let marked = txn.marked();
+        let held = self.deps.lock.check(&txn.lease).await;
+        if !matches!(held, Ok(true)) {
+            // Fencing: another session may own the maildrop now. Deleting would be unsafe.
+            warn!(?held, "maildrop lock lost before UPDATE; nothing deleted");
+            self.release(&txn.lease).await;
+            return Reply::Close(Response::err_code(
+                RespCode::SysTemp,
+                "maildrop lock lost; no messages were deleted",
+            ));
+        }
+        let outcome = self.deps.store.delete(&txn.principal.maildrop, &marked).await;
+        self.release(&txn.lease).await;
+        self.stats.deleted = outcome.deleted.len() as u64;
+        let left = txn.messages.len() - outcome.deleted.len();
+        if outcome.failed.is_empty() {
+            Reply::Close(Response::ok(format!("cloudpop signing off ({left} messages left)")))
+        } else {
+            warn!(failed = outcome.failed.len(), "some deletions failed at UPDATE");
+            // RFC 1939 §6: -ERR if some deleted messages were not removed; they stay and are
+            // served again next time.
+            Reply::Close(Response::err_code(
+                RespCode::SysTemp,
+                format!("{} messages could not be deleted and remain", outcome.failed.len()),
+            ))
+        }
+    }
+
+    /// Ends the session without UPDATE (dropped connection, timeout, lost lock, shutdown).
+    pub async fn abandon(&mut self) {
+        if let State::Transaction(txn) = std::mem::replace(&mut self.state, State::Closed) {
+            self.release(&txn.lease).await;
+        }
+    }
+
+    async fn release(&self, lease: &Lease) {
+        if let Err(e) = self.deps.lock.release(lease).await {
+            // The lease expires by itself; nothing else to do.
+            warn!(error = %e, "could not release maildrop lock");
+        }
+    }
+}
+
+fn temp_failure(text: &str) -> Reply {
+    Response::err_code(RespCode::SysTemp, text).into()
+}
+
+/// RFC 1939 §7: a timestamp unique to this greeting, `<random.time@host>`.
+fn apop_challenge(hostname: &str) -> String {
+    let mut random = [0u8; 8];
+    // Without randomness the time and process id still make the challenge unique enough.
+    let _ = getrandom::fill(&mut random);
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    format!("<{hex}.{secs}.{}@{hostname}>", std::process::id())
+}
