@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Secret bytes (a password, a digest, a token). `Debug` prints only its length.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Secret(Vec<u8>);
 
 impl Secret {
@@ -16,6 +16,16 @@ impl Secret {
         &self.0
     }
 }
+
+/// Constant-time: comparing secrets must not leak how much of them matched.
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,6 +3,8 @@
 //! `cloudpop` alone runs role `all`, the embedded single-machine default. See the README for
 //! every role and option.
 
+#![allow(unreachable_pub, reason = "a binary has no public API; `pub` marks what a module offers")]
+
 mod admin;
 mod cli;
 mod config;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{ConfigError, load};
+pub use load::load;
 
 /// All options. Unknown keys are errors, so a typo never goes unnoticed.
 #[derive(Debug, Clone, Deserialize, Serialize)]

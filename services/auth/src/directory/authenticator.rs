@@ -1,0 +1,307 @@
+//! [`DirectoryAuthenticator`]: the [`Authenticator`] seam served from the directory file.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use cloudpop_maildrop::{MaildropKey, TenantId};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::password::PasswordDigest;
+use super::reload::{Fingerprint, Watch};
+use super::{Directory, DirectoryError, User, UserId, apop, file};
+use crate::authenticator::{
+    AuthFailure, AuthRequest, Authenticator, Credential, LookupError, Policy, Principal,
+};
+use crate::login::Login;
+use crate::secret::Secret;
+
+/// Shortest reload poll interval; shorter ones are raised to it.
+const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Checked against when the user has no APOP secret, so that the check costs the same.
+const NO_APOP_SECRET: &[u8] = b"cloudpop: this user has no APOP secret";
+
+/// Serves [`Authenticator`] from a directory file, and reloads it when it changes.
+///
+/// - Passwords are checked with argon2id on the blocking thread pool, at most one check per
+///   CPU at a time (each takes ~19 MiB and tens of milliseconds). An unknown user costs the
+///   same check against a dummy hash, so timing does not reveal which users exist.
+/// - APOP digests are compared in constant time; a user without an APOP secret fails APOP.
+/// - A disabled account is reported as [`AuthFailure::Permanent`] only to a client that
+///   proved the credential; otherwise the answer is [`AuthFailure::BadCredentials`], so that
+///   account status is not disclosed to guessers.
+/// - Where the tenant forbids cleartext, a password without TLS is refused before it is
+///   checked, so the answer says nothing about the password.
+/// - The tenant's login delay (RFC 2449 LOGIN-DELAY) is enforced per process, in memory.
+/// - Disabled users still resolve as recipients: disabling stops access, not mail, so a
+///   suspended account does not bounce its mail. Removing the user stops delivery.
+///
+/// Cloning is cheap and shares the directory, the reload state and the login-delay record.
+#[derive(Clone)]
+pub struct DirectoryAuthenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    current: RwLock<Arc<Snapshot>>,
+    /// Held for the whole of a reload, so concurrent reloads do not interleave.
+    watch: Mutex<Watch>,
+    /// Last successful login per user, for the login delay.
+    last_login: Mutex<HashMap<UserId, Instant>>,
+    /// Bounds concurrent argon2 checks.
+    hashing: Arc<Semaphore>,
+}
+
+/// One installed version of the directory, with what is derived from it once.
+struct Snapshot {
+    directory: Arc<Directory>,
+    apop_offered: bool,
+}
+
+impl Snapshot {
+    fn new(directory: Directory) -> Arc<Self> {
+        let apop_offered = directory.has_apop_secrets();
+        let directory = Arc::new(directory);
+        Arc::new(Snapshot {
+            directory,
+            apop_offered,
+        })
+    }
+}
+
+impl fmt::Debug for DirectoryAuthenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectoryAuthenticator")
+            .field("path", &self.inner.path)
+            .field("directory", &self.inner.snapshot().directory)
+            .finish()
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: the data guarded here stays consistent even if
+/// a holder panicked (every update is a single insert or assignment).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl DirectoryAuthenticator {
+    /// Loads the directory file at `path` (missing file: no users yet). A file that does not
+    /// validate is an error here; later, on reload, it is only a warning.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, DirectoryError> {
+        let permits = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let inner = Inner {
+            path: path.into(),
+            current: RwLock::new(Snapshot::new(Directory::new())),
+            watch: Mutex::new(Watch::default()),
+            last_login: Mutex::new(HashMap::new()),
+            hashing: Arc::new(Semaphore::new(permits)),
+        };
+        // The first load is a reload from "no file": a missing file leaves the directory
+        // empty, an invalid one is an error.
+        inner.reload_if_changed()?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The directory file's path.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The directory in use now (a snapshot: later reloads do not change it).
+    pub fn directory(&self) -> Arc<Directory> {
+        Arc::clone(&self.inner.snapshot().directory)
+    }
+
+    /// Reads the file again if its metadata changed since it was last read, and installs it
+    /// if its contents changed too. Returns whether a new directory was installed. On error (unreadable, invalid or
+    /// vanished file) the directory in use is kept. Blocking: call it off the async runtime.
+    pub fn reload_if_changed(&self) -> Result<bool, DirectoryError> {
+        self.inner.reload_if_changed()
+    }
+
+    /// Spawns a task that calls [`reload_if_changed`](Self::reload_if_changed) every
+    /// `interval` (at least 10 ms) until `shutdown` is cancelled or every clone of this
+    /// authenticator is dropped. Reload failures are logged as warnings. Needs a Tokio runtime.
+    pub fn spawn_reloader(
+        &self,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(reload_loop(
+            inner,
+            interval.max(MIN_RELOAD_INTERVAL),
+            shutdown,
+        ))
+    }
+
+    async fn check_password(
+        &self,
+        digest: PasswordDigest,
+        password: Secret,
+    ) -> Result<bool, AuthFailure> {
+        let unavailable = || AuthFailure::Temporary("password check unavailable".to_owned());
+        let permit = Arc::clone(&self.inner.hashing)
+            .acquire_owned()
+            .await
+            .map_err(|_| unavailable())?;
+        // The permit moves into the blocking task: if the caller gives up, the check still
+        // counts against the bound until it really ends.
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            digest.verify(password.expose())
+        })
+        .await
+        .map_err(|_| unavailable())
+    }
+
+    /// Enforces the login delay and records this login; atomic, so two concurrent logins
+    /// cannot both slip through.
+    fn check_login_delay(&self, user: &UserId, delay: Duration) -> Result<(), AuthFailure> {
+        if delay.is_zero() {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut last_login = lock(&self.inner.last_login);
+        if let Some(last) = last_login.get(user)
+            && now.duration_since(*last) < delay
+        {
+            return Err(AuthFailure::LoginTooSoon);
+        }
+        last_login.insert(user.clone(), now);
+        Ok(())
+    }
+}
+
+async fn reload_loop(inner: Weak<Inner>, interval: Duration, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let Some(inner) = inner.upgrade() else { return };
+        let path = inner.path.clone();
+        match tokio::task::spawn_blocking(move || inner.reload_if_changed()).await {
+            Ok(Ok(true)) => tracing::info!(path = %path.display(), "user directory reloaded"),
+            Ok(Ok(false)) => {}
+            Ok(Err(error)) => tracing::warn!(
+                %error,
+                "user directory not reloaded; keeping the one loaded before"
+            ),
+            Err(error) => tracing::warn!(%error, "user directory reload task failed"),
+        }
+    }
+}
+
+impl Inner {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn reload_if_changed(&self) -> Result<bool, DirectoryError> {
+        let mut watch = lock(&self.watch);
+        let fingerprint = Fingerprint::of(&self.path).map_err(|source| DirectoryError::Read {
+            path: self.path.clone(),
+            source,
+        })?;
+        if !watch.needs_reload(fingerprint) {
+            return Ok(false);
+        }
+        let had_file = watch.last_was_file();
+        // Recorded before reading: a bad version is reported once, not on every poll, and a
+        // write that lands while we read changes the fingerprint again.
+        watch.record(fingerprint, SystemTime::now());
+        let vanished = || DirectoryError::Vanished {
+            path: self.path.clone(),
+        };
+        // A missing file is an empty directory only at start-up. Later it is far more likely
+        // an editor between delete and write than an intent to lock every user out.
+        let Some(text) = file::read(&self.path)? else {
+            return if had_file { Err(vanished()) } else { Ok(false) };
+        };
+        if !watch.record_contents(&text) {
+            return Ok(false);
+        }
+        let directory = Directory::from_repr(file::parse(&self.path, &text)?)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Snapshot::new(directory);
+        Ok(true)
+    }
+}
+
+fn principal(user: &User, tenant: &TenantId, policy: &Policy) -> Principal {
+    Principal {
+        tenant: tenant.clone(),
+        user: user.id.to_string(),
+        login: user.login.to_string(),
+        maildrop: MaildropKey::new(tenant.clone(), user.id.mailbox().clone()),
+        policy: policy.clone(),
+    }
+}
+
+#[async_trait]
+impl Authenticator for DirectoryAuthenticator {
+    async fn authenticate(&self, request: AuthRequest) -> Result<Principal, AuthFailure> {
+        let Ok(login) = Login::parse(&request.login) else {
+            return Err(AuthFailure::BadCredentials);
+        };
+        let snapshot = self.inner.snapshot();
+        let directory = &snapshot.directory;
+        if matches!(request.credential, Credential::Password(_))
+            && !request.tls
+            && let Ok((_, tenant)) = directory.tenant_of(&login)
+            && !tenant.policy.cleartext_allowed
+        {
+            return Err(AuthFailure::Permanent(
+                "this domain requires TLS for passwords".into(),
+            ));
+        }
+        let found = directory.resolve(&login);
+        let proven = match request.credential {
+            Credential::Password(password) => {
+                let digest =
+                    found.map_or_else(PasswordDigest::dummy, |(user, ..)| user.password.clone());
+                self.check_password(digest, password).await?
+            }
+            Credential::Apop { challenge, digest } => {
+                let secret = found.and_then(|(user, ..)| user.apop_secret.as_ref());
+                let key = secret.map_or(NO_APOP_SECRET, |s| s.as_str().as_bytes());
+                apop::verify(&challenge, key, digest.expose()) && secret.is_some()
+            }
+        };
+        let Some((user, tenant, owner)) = found.filter(|_| proven) else {
+            return Err(AuthFailure::BadCredentials);
+        };
+        if user.disabled {
+            return Err(AuthFailure::Permanent("account disabled".into()));
+        }
+        self.check_login_delay(&user.id, owner.policy.login_delay)?;
+        Ok(principal(user, tenant, &owner.policy))
+    }
+
+    async fn lookup_recipient(&self, address: &str) -> Result<Option<Principal>, LookupError> {
+        let Ok(login) = Login::parse(address) else {
+            return Ok(None);
+        };
+        let snapshot = self.inner.snapshot();
+        let found = snapshot.directory.resolve(&login);
+        Ok(found.map(|(user, tenant, t)| principal(user, tenant, &t.policy)))
+    }
+
+    fn apop_offered(&self) -> bool {
+        self.inner.snapshot().apop_offered
+    }
+}
+
+#[cfg(test)]
+mod tests;

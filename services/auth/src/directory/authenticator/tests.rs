@@ -1,0 +1,298 @@
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use tokio::time::{Instant as TokioInstant, sleep};
+
+use super::*;
+
+const CHALLENGE: &str = "<1896.697170952@dbc.mtview.ca.us>";
+const RFC_DIGEST: &str = "c4c9334bac560ecc979e58001b3e22fb";
+
+/// Hashed once for the whole test binary: argon2 is slow by design.
+static WONDERLAND: LazyLock<String> = LazyLock::new(|| {
+    PasswordDigest::hash(b"wonderland")
+        .unwrap()
+        .as_phc()
+        .to_owned()
+});
+
+fn directory_text(alice_hash: &str, extra_users: &str) -> String {
+    format!(
+        r#"
+[[tenants]]
+id = "acme"
+domains = ["acme.example"]
+
+[[tenants]]
+id = "strict"
+domains = ["strict.example"]
+[tenants.policy]
+login_delay_secs = 60
+cleartext_allowed = false
+
+[[users]]
+login = "alice@acme.example"
+id = "u-alice"
+password = "{alice_hash}"
+
+[[users]]
+login = "mallory@acme.example"
+id = "u-mallory"
+password = "{alice_hash}"
+disabled = true
+
+[[users]]
+login = "dave@strict.example"
+id = "u-dave"
+password = "{alice_hash}"
+apop_secret = "tanstaaf"
+{extra_users}"#
+    )
+}
+
+/// Replaces the file the way an editor or `cloudpop admin` does: write aside, then rename.
+fn replace_file(path: &Path, text: &str) {
+    let temp = path.with_extension("new");
+    std::fs::write(&temp, text).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    auth: DirectoryAuthenticator,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.toml");
+    replace_file(&path, &directory_text(&WONDERLAND, ""));
+    let auth = DirectoryAuthenticator::open(&path).unwrap();
+    Fixture {
+        _dir: dir,
+        path,
+        auth,
+    }
+}
+
+fn request(login: &str, credential: Credential) -> AuthRequest {
+    AuthRequest {
+        login: login.into(),
+        credential,
+        client_addr: None,
+        local_addr: None,
+        tls: true,
+    }
+}
+
+fn password(s: &str) -> Credential {
+    Credential::Password(Secret::new(s))
+}
+
+fn apop(digest: &str) -> Credential {
+    Credential::Apop {
+        challenge: CHALLENGE.into(),
+        digest: Secret::new(digest),
+    }
+}
+
+#[tokio::test]
+async fn passwords_are_checked() {
+    let f = fixture();
+    let principal = f
+        .auth
+        .authenticate(request("Alice@ACME.example", password("wonderland")))
+        .await
+        .unwrap();
+    let tenant = TenantId::new("acme").unwrap();
+    assert_eq!(principal.tenant, tenant);
+    assert_eq!(principal.user, "u-alice");
+    assert_eq!(principal.login, "alice@acme.example");
+    assert_eq!(principal.maildrop.to_string(), "acme/u-alice");
+    assert_eq!(principal.policy, Policy::default());
+
+    for (login, pw) in [
+        ("alice@acme.example", "wonderlanD"),
+        ("nobody@acme.example", "wonderland"),
+        ("alice@elsewhere.example", "wonderland"),
+        ("../alice@acme.example", "wonderland"),
+    ] {
+        let result = f.auth.authenticate(request(login, password(pw))).await;
+        assert_eq!(result, Err(AuthFailure::BadCredentials), "{login} {pw}");
+    }
+}
+
+#[tokio::test]
+async fn disabled_accounts_are_reported_only_to_who_knows_the_password() {
+    let f = fixture();
+    let right = f
+        .auth
+        .authenticate(request("mallory@acme.example", password("wonderland")))
+        .await;
+    assert!(matches!(right, Err(AuthFailure::Permanent(_))), "{right:?}");
+    let wrong = f
+        .auth
+        .authenticate(request("mallory@acme.example", password("guess")))
+        .await;
+    assert_eq!(wrong, Err(AuthFailure::BadCredentials));
+}
+
+#[tokio::test]
+async fn apop_follows_rfc_1939() {
+    let f = fixture();
+    assert!(f.auth.apop_offered());
+    let principal = f
+        .auth
+        .authenticate(request("dave@strict.example", apop(RFC_DIGEST)))
+        .await
+        .unwrap();
+    assert_eq!(principal.user, "u-dave");
+    assert_eq!(principal.policy.login_delay, Duration::from_secs(60));
+    assert!(!principal.policy.cleartext_allowed);
+
+    let wrong = "00000000000000000000000000000000";
+    for (login, digest) in [
+        ("dave@strict.example", wrong),
+        // alice has no APOP secret: even the right digest for some secret fails.
+        ("alice@acme.example", RFC_DIGEST),
+        ("nobody@acme.example", RFC_DIGEST),
+    ] {
+        let result = f.auth.authenticate(request(login, apop(digest))).await;
+        assert_eq!(result, Err(AuthFailure::BadCredentials), "{login}");
+    }
+}
+
+#[tokio::test]
+async fn apop_is_offered_only_when_some_user_has_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.toml");
+    replace_file(
+        &path,
+        "[[tenants]]\nid = \"t\"\ndomains = [\"t.example\"]\n",
+    );
+    assert!(!DirectoryAuthenticator::open(&path).unwrap().apop_offered());
+}
+
+#[tokio::test]
+async fn login_delay_refuses_a_second_login_too_soon() {
+    let f = fixture();
+    let dave = || request("dave@strict.example", apop(RFC_DIGEST));
+    // A failed attempt is not a login and starts no delay.
+    let failed = f
+        .auth
+        .authenticate(request("dave@strict.example", apop("0")))
+        .await;
+    assert_eq!(failed, Err(AuthFailure::BadCredentials));
+    assert!(f.auth.authenticate(dave()).await.is_ok());
+    assert_eq!(
+        f.auth.authenticate(dave()).await,
+        Err(AuthFailure::LoginTooSoon)
+    );
+    // Other users are not affected (alice's tenant has no delay).
+    let alice = f
+        .auth
+        .authenticate(request("alice@acme.example", password("wonderland")))
+        .await;
+    assert!(alice.is_ok());
+}
+
+#[tokio::test]
+async fn cleartext_passwords_need_tls_where_the_tenant_says_so() {
+    let f = fixture();
+    let mut plain = request("dave@strict.example", password("wonderland"));
+    plain.tls = false;
+    assert!(matches!(
+        f.auth.authenticate(plain).await,
+        Err(AuthFailure::Permanent(_))
+    ));
+    let mut apop_plain = request("dave@strict.example", apop(RFC_DIGEST));
+    apop_plain.tls = false;
+    assert!(f.auth.authenticate(apop_plain).await.is_ok());
+}
+
+#[tokio::test]
+async fn recipients_resolve_including_disabled_users() {
+    let f = fixture();
+    let alice = f
+        .auth
+        .lookup_recipient("ALICE@acme.example")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.maildrop.to_string(), "acme/u-alice");
+    let mallory = f
+        .auth
+        .lookup_recipient("mallory@acme.example")
+        .await
+        .unwrap();
+    assert_eq!(mallory.unwrap().user, "u-mallory");
+    for unknown in [
+        "nobody@acme.example",
+        "alice@elsewhere.example",
+        "<alice@acme.example>",
+        "",
+    ] {
+        assert_eq!(
+            f.auth.lookup_recipient(unknown).await,
+            Ok(None),
+            "{unknown}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_reloader_picks_up_a_changed_file() {
+    let f = fixture();
+    let shutdown = CancellationToken::new();
+    let reloader = f
+        .auth
+        .spawn_reloader(Duration::from_millis(10), shutdown.clone());
+
+    let new_hash = PasswordDigest::hash(b"looking-glass").unwrap();
+    let bob = "[[users]]\nlogin = \"bob@acme.example\"\nid = \"u-bob\"\npassword = \"";
+    let text = directory_text(
+        new_hash.as_phc(),
+        &format!("{bob}{}\"\n", new_hash.as_phc()),
+    );
+    replace_file(&f.path, &text);
+
+    let bob = Login::parse("bob@acme.example").unwrap();
+    let deadline = TokioInstant::now() + Duration::from_secs(10);
+    while f.auth.directory().user(&bob).is_none() {
+        assert!(TokioInstant::now() < deadline, "directory not reloaded");
+        sleep(Duration::from_millis(10)).await;
+    }
+    let new = f
+        .auth
+        .authenticate(request("alice@acme.example", password("looking-glass")))
+        .await;
+    assert!(new.is_ok(), "{new:?}");
+
+    shutdown.cancel();
+    reloader.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bad_or_vanished_file_keeps_the_old_directory() {
+    let f = fixture();
+    replace_file(&f.path, "[[users]]\nlogin = \"x@unknown.example\"\n");
+    assert!(matches!(
+        f.auth.reload_if_changed(),
+        Err(DirectoryError::Syntax { .. })
+    ));
+    std::fs::remove_file(&f.path).unwrap();
+    assert!(matches!(
+        f.auth.reload_if_changed(),
+        Err(DirectoryError::Vanished { .. })
+    ));
+    assert!(
+        matches!(f.auth.reload_if_changed(), Ok(false)),
+        "warned twice"
+    );
+
+    let dave = f
+        .auth
+        .authenticate(request("dave@strict.example", apop(RFC_DIGEST)))
+        .await;
+    assert!(dave.is_ok(), "{dave:?}");
+}

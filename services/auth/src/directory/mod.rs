@@ -1,0 +1,594 @@
+//! The user directory: tenants, their domains and policies, and users with their credentials.
+//!
+//! It lives in one TOML file, which is both the embedded default's users file and the auth
+//! service's directory:
+//!
+//! ```toml
+//! [[tenants]]
+//! id = "default"                    # tenant id: [a-z0-9-]
+//! domains = ["example.com"]
+//! [tenants.policy]                  # every field optional
+//! login_delay_secs = 0              # RFC 2449 LOGIN-DELAY
+//! expire_days = "never"             # or a number of days (RFC 2449 EXPIRE)
+//! cleartext_allowed = true          # USER/PASS without TLS
+//!
+//! [[users]]
+//! login = "demo@example.com"
+//! id = "u-0123456789abcdef"         # opaque user id, also the mailbox id: [a-z0-9-]
+//! password = "$argon2id$v=19$..."   # PHC string, argon2id only
+//! apop_secret = "..."               # optional; plaintext-equivalent (RFC 1939 §7)
+//! disabled = false                  # optional
+//! ```
+//!
+//! [`Directory`] is the validated, in-memory form, with the editing operations behind
+//! `cloudpop admin`. [`DirectoryAuthenticator`] serves the [`Authenticator`] seam from the file
+//! and reloads it when it changes.
+//!
+//! [`Authenticator`]: crate::Authenticator
+
+mod apop;
+mod authenticator;
+mod file;
+mod password;
+mod reload;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cloudpop_maildrop::{IdError, MailboxId, TenantId};
+
+use crate::authenticator::Policy;
+use crate::login::{self, Login, LoginError};
+use crate::secret::Secret;
+use apop::ApopSecret;
+use file::{ExpireRepr, FileRepr, PolicyRepr, SecretText, TenantRepr, UserRepr};
+use password::{HashError, PasswordDigest};
+
+pub use authenticator::DirectoryAuthenticator;
+
+/// Why the directory could not be read, validated, changed or written.
+///
+/// Messages name tenants, domains, logins and paths, never a password, hash or secret.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The file exists but cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file (or its temp file or directory) cannot be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or not the expected shape; 1-based position.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// The directory could not be turned into TOML (not expected to happen).
+    #[error("cannot render the directory file: {0}")]
+    Render(String),
+    /// On reload: the file that was there is gone.
+    #[error("{path} disappeared")]
+    Vanished { path: PathBuf },
+    /// A tenant id is not `[a-z0-9-]`, 1–64 characters.
+    #[error("tenant id {id:?}: {source}")]
+    InvalidTenantId { id: String, source: IdError },
+    /// Two tenants share an id.
+    #[error("tenant {0} is defined twice")]
+    DuplicateTenant(TenantId),
+    /// No tenant has this id.
+    #[error("no tenant {0}")]
+    UnknownTenant(TenantId),
+    /// Not a valid DNS name.
+    #[error("{domain:?} is not a valid domain name")]
+    InvalidDomain { domain: String },
+    /// Another tenant already owns the domain.
+    #[error("domain {domain} already belongs to tenant {owner}")]
+    DomainTaken { domain: String, owner: TenantId },
+    /// No tenant owns the login's domain.
+    #[error("domain {domain} belongs to no tenant")]
+    UnknownDomain { domain: String },
+    /// A login in the file is not `local@domain`.
+    #[error("login {login:?}: {source}")]
+    InvalidLogin { login: String, source: LoginError },
+    /// A user id is not `[a-z0-9-]`, 1–64 characters.
+    #[error("user id {id:?} of {login}: {source}")]
+    InvalidUserId {
+        login: Login,
+        id: String,
+        source: IdError,
+    },
+    /// Two users share a login (case-insensitively).
+    #[error("user {login} is defined twice (logins compare case-insensitively)")]
+    DuplicateUser { login: Login },
+    /// Two users share an id (and so a mailbox).
+    #[error("user id {id} is used twice")]
+    DuplicateUserId { id: UserId },
+    /// No user has this login.
+    #[error("no user {login}")]
+    UnknownUser { login: Login },
+    /// A stored password is not an acceptable argon2id PHC string.
+    #[error("password of {login} is not an argon2id PHC string with sane parameters")]
+    InvalidPasswordHash { login: Login },
+    /// A new password is empty.
+    #[error("the password must not be empty")]
+    EmptyPassword,
+    /// An APOP secret is empty, too long, not UTF-8 or has control characters.
+    #[error("APOP secret of {login} must be 1 to 1024 bytes of UTF-8 without control characters")]
+    InvalidApopSecret { login: Login },
+    /// Hashing a new password failed.
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+    /// The system random number generator failed.
+    #[error("cannot generate a user id: {0}")]
+    Random(String),
+}
+
+impl From<HashError> for DirectoryError {
+    fn from(e: HashError) -> Self {
+        DirectoryError::Hash(e.to_string())
+    }
+}
+
+/// A user's opaque id: `[a-z0-9-]`, 1–64 characters. It is also the user's mailbox id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(MailboxId);
+
+impl UserId {
+    /// Validates `id` with the mailbox id rules.
+    pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
+        MailboxId::new(id).map(Self)
+    }
+
+    /// A fresh id: `u-` and 16 random lower-case hex digits.
+    fn generate() -> Result<Self, DirectoryError> {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| DirectoryError::Random(e.to_string()))?;
+        // Cannot fail ("u-" and hex digits are valid), but an error beats a panic.
+        Self::new(format!("u-{}", hex::encode(random)))
+            .map_err(|e| DirectoryError::Random(e.to_string()))
+    }
+
+    /// The id as stored.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The user's mailbox.
+    pub fn mailbox(&self) -> &MailboxId {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A tenant as listed: no secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantInfo {
+    /// The tenant's id.
+    pub id: TenantId,
+    /// The domains it owns: lower-cased, sorted.
+    pub domains: Vec<String>,
+    /// Its policy, returned with every principal of the tenant.
+    pub policy: Policy,
+}
+
+/// A user as listed: no secrets, only whether an APOP secret is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    /// The login, as stored.
+    pub login: Login,
+    /// The user's id, also its mailbox id.
+    pub id: UserId,
+    /// The tenant owning the login's domain.
+    pub tenant: TenantId,
+    /// Whether logins are refused (mail is still delivered).
+    pub disabled: bool,
+    /// Whether the user can log in with APOP.
+    pub has_apop_secret: bool,
+}
+
+#[derive(Clone)]
+struct Tenant {
+    domains: BTreeSet<String>,
+    policy: Policy,
+}
+
+#[derive(Clone)]
+struct User {
+    login: Login,
+    id: UserId,
+    password: PasswordDigest,
+    apop_secret: Option<ApopSecret>,
+    disabled: bool,
+}
+
+/// The validated, in-memory directory.
+///
+/// Invariants: every domain belongs to at most one tenant; every user's domain belongs to a
+/// tenant; logins (compared case-insensitively) and user ids are unique.
+#[derive(Clone, Default)]
+pub struct Directory {
+    tenants: BTreeMap<TenantId, Tenant>,
+    /// Domain → owning tenant.
+    domains: HashMap<String, TenantId>,
+    /// [`Login::key`] → user.
+    users: BTreeMap<String, User>,
+    user_ids: HashSet<UserId>,
+}
+
+impl fmt::Debug for Directory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Directory")
+            .field("tenants", &self.tenants.len())
+            .field("users", &self.users.len())
+            .finish()
+    }
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads and validates the file at `path`. A missing file is an empty directory, so that
+    /// a first `cloudpop admin` command can create it.
+    pub fn load(path: impl AsRef<Path>) -> Result<Directory, DirectoryError> {
+        let path = path.as_ref();
+        match file::read(path)? {
+            None => Ok(Directory::new()),
+            Some(text) => Directory::from_repr(file::parse(path, &text)?),
+        }
+    }
+
+    /// Writes the directory to `path` atomically (temp file in the same directory, fsync,
+    /// rename), mode 0600. Comments in a hand-edited file are not kept.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), DirectoryError> {
+        let text = file::render(&self.to_repr())?;
+        file::write_atomic(path.as_ref(), text.as_bytes())
+    }
+
+    /// Adds a tenant owning `domains` (which may be empty).
+    pub fn add_tenant<I, S>(&mut self, id: TenantId, domains: I) -> Result<(), DirectoryError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        if self.tenants.contains_key(&id) {
+            return Err(DirectoryError::DuplicateTenant(id));
+        }
+        // Check every domain before changing anything, so a failure leaves no half-added tenant.
+        let mut parsed = BTreeSet::new();
+        for domain in domains {
+            let domain = self.free_domain(domain.as_ref())?;
+            parsed.insert(domain);
+        }
+        for domain in &parsed {
+            self.domains.insert(domain.clone(), id.clone());
+        }
+        self.tenants.insert(
+            id,
+            Tenant {
+                domains: parsed,
+                policy: Policy::default(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Gives `domain` to `tenant`. Adding a domain the tenant already owns is a no-op.
+    pub fn add_domain(&mut self, tenant: &TenantId, domain: &str) -> Result<(), DirectoryError> {
+        let parsed = parse_domain(domain)?;
+        if self.domains.get(&parsed) == Some(tenant) {
+            return Ok(());
+        }
+        let domain = self.free_domain(&parsed)?;
+        let owner = self
+            .tenants
+            .get_mut(tenant)
+            .ok_or_else(|| DirectoryError::UnknownTenant(tenant.clone()))?;
+        owner.domains.insert(domain.clone());
+        self.domains.insert(domain, tenant.clone());
+        Ok(())
+    }
+
+    /// Replaces `tenant`'s policy.
+    pub fn set_policy(&mut self, tenant: &TenantId, policy: Policy) -> Result<(), DirectoryError> {
+        let owner = self
+            .tenants
+            .get_mut(tenant)
+            .ok_or_else(|| DirectoryError::UnknownTenant(tenant.clone()))?;
+        owner.policy = policy;
+        Ok(())
+    }
+
+    /// Adds a user with a fresh id and `password` hashed with argon2id (slow by design).
+    ///
+    /// Fails with [`DirectoryError::UnknownDomain`] if no tenant owns the login's domain; the
+    /// caller decides whether to add the domain and retry.
+    pub fn add_user(&mut self, login: &Login, password: &Secret) -> Result<UserId, DirectoryError> {
+        self.tenant_of(login)?;
+        if self.users.contains_key(&login.key()) {
+            return Err(DirectoryError::DuplicateUser {
+                login: login.clone(),
+            });
+        }
+        let password = hash_password(password)?;
+        let id = loop {
+            let id = UserId::generate()?;
+            if !self.user_ids.contains(&id) {
+                break id;
+            }
+        };
+        self.user_ids.insert(id.clone());
+        let user = User {
+            login: login.clone(),
+            id: id.clone(),
+            password,
+            apop_secret: None,
+            disabled: false,
+        };
+        self.users.insert(login.key(), user);
+        Ok(id)
+    }
+
+    /// Replaces a user's password.
+    pub fn set_password(&mut self, login: &Login, password: &Secret) -> Result<(), DirectoryError> {
+        self.user_mut(login)?;
+        let digest = hash_password(password)?;
+        self.user_mut(login)?.password = digest;
+        Ok(())
+    }
+
+    /// Sets or (with `None`) removes a user's APOP secret.
+    pub fn set_apop_secret(
+        &mut self,
+        login: &Login,
+        secret: Option<&Secret>,
+    ) -> Result<(), DirectoryError> {
+        let user = self.user_mut(login)?;
+        user.apop_secret = match secret {
+            None => None,
+            Some(secret) => Some(ApopSecret::new(secret.expose()).ok_or_else(|| {
+                DirectoryError::InvalidApopSecret {
+                    login: login.clone(),
+                }
+            })?),
+        };
+        Ok(())
+    }
+
+    /// Disables or re-enables a user. A disabled user cannot log in but still receives mail.
+    pub fn set_disabled(&mut self, login: &Login, disabled: bool) -> Result<(), DirectoryError> {
+        self.user_mut(login)?.disabled = disabled;
+        Ok(())
+    }
+
+    /// Removes a user and returns its id. The user's mailbox is left in storage.
+    pub fn remove_user(&mut self, login: &Login) -> Result<UserId, DirectoryError> {
+        let user = self
+            .users
+            .remove(&login.key())
+            .ok_or_else(|| DirectoryError::UnknownUser {
+                login: login.clone(),
+            })?;
+        self.user_ids.remove(&user.id);
+        Ok(user.id)
+    }
+
+    /// All tenants, ordered by id.
+    pub fn tenants(&self) -> Vec<TenantInfo> {
+        self.tenants
+            .iter()
+            .map(|(id, t)| tenant_info(id, t))
+            .collect()
+    }
+
+    /// All users, ordered by login (case-insensitively).
+    pub fn users(&self) -> Vec<UserInfo> {
+        self.users
+            .values()
+            .filter_map(|u| self.user_info(u))
+            .collect()
+    }
+
+    /// One user, if it exists.
+    pub fn user(&self, login: &Login) -> Option<UserInfo> {
+        self.users.get(&login.key()).and_then(|u| self.user_info(u))
+    }
+
+    /// The tenant owning `domain`, if any.
+    pub fn tenant_for_domain(&self, domain: &str) -> Option<TenantInfo> {
+        let id = self.domains.get(&domain.to_ascii_lowercase())?;
+        self.tenants.get(id).map(|t| tenant_info(id, t))
+    }
+
+    /// Whether any user has an APOP secret (only then is APOP worth offering).
+    pub fn has_apop_secrets(&self) -> bool {
+        self.users.values().any(|u| u.apop_secret.is_some())
+    }
+
+    fn user_info(&self, user: &User) -> Option<UserInfo> {
+        let tenant = self.domains.get(user.login.domain())?;
+        Some(UserInfo {
+            login: user.login.clone(),
+            id: user.id.clone(),
+            tenant: tenant.clone(),
+            disabled: user.disabled,
+            has_apop_secret: user.apop_secret.is_some(),
+        })
+    }
+
+    fn user_mut(&mut self, login: &Login) -> Result<&mut User, DirectoryError> {
+        self.users
+            .get_mut(&login.key())
+            .ok_or_else(|| DirectoryError::UnknownUser {
+                login: login.clone(),
+            })
+    }
+
+    /// The tenant owning the login's domain.
+    fn tenant_of(&self, login: &Login) -> Result<(&TenantId, &Tenant), DirectoryError> {
+        let unknown = || DirectoryError::UnknownDomain {
+            domain: login.domain().to_owned(),
+        };
+        let id = self.domains.get(login.domain()).ok_or_else(unknown)?;
+        let tenant = self.tenants.get(id).ok_or_else(unknown)?;
+        Ok((id, tenant))
+    }
+
+    /// A user and its tenant, for the authenticator.
+    fn resolve(&self, login: &Login) -> Option<(&User, &TenantId, &Tenant)> {
+        let user = self.users.get(&login.key())?;
+        let (id, tenant) = self.tenant_of(login).ok()?;
+        Some((user, id, tenant))
+    }
+
+    /// Parses `domain` and checks that no tenant owns it yet.
+    fn free_domain(&self, domain: &str) -> Result<String, DirectoryError> {
+        let domain = parse_domain(domain)?;
+        match self.domains.get(&domain) {
+            Some(owner) => Err(DirectoryError::DomainTaken {
+                domain,
+                owner: owner.clone(),
+            }),
+            None => Ok(domain),
+        }
+    }
+
+    fn from_repr(repr: FileRepr) -> Result<Directory, DirectoryError> {
+        let mut directory = Directory::new();
+        for tenant in repr.tenants {
+            directory.add_tenant_repr(tenant)?;
+        }
+        for user in repr.users {
+            directory.add_user_repr(user)?;
+        }
+        Ok(directory)
+    }
+
+    fn add_tenant_repr(&mut self, repr: TenantRepr) -> Result<(), DirectoryError> {
+        let id =
+            TenantId::new(repr.id.as_str()).map_err(|source| DirectoryError::InvalidTenantId {
+                id: repr.id,
+                source,
+            })?;
+        self.add_tenant(id.clone(), &repr.domains)?;
+        let policy = Policy {
+            login_delay: Duration::from_secs(repr.policy.login_delay_secs),
+            expire_days: repr.policy.expire_days.0,
+            cleartext_allowed: repr.policy.cleartext_allowed,
+        };
+        self.set_policy(&id, policy)
+    }
+
+    fn add_user_repr(&mut self, repr: UserRepr) -> Result<(), DirectoryError> {
+        let login = Login::parse(&repr.login).map_err(|source| DirectoryError::InvalidLogin {
+            login: repr.login.clone(),
+            source,
+        })?;
+        self.tenant_of(&login)?;
+        let id = UserId::new(repr.id.as_str()).map_err(|source| DirectoryError::InvalidUserId {
+            login: login.clone(),
+            id: repr.id.clone(),
+            source,
+        })?;
+        let password = PasswordDigest::parse(repr.password.0).ok_or_else(|| {
+            DirectoryError::InvalidPasswordHash {
+                login: login.clone(),
+            }
+        })?;
+        let apop_secret = match repr.apop_secret {
+            None => None,
+            Some(SecretText(s)) => Some(ApopSecret::new(s.as_bytes()).ok_or_else(|| {
+                DirectoryError::InvalidApopSecret {
+                    login: login.clone(),
+                }
+            })?),
+        };
+        if self.users.contains_key(&login.key()) {
+            return Err(DirectoryError::DuplicateUser { login });
+        }
+        if !self.user_ids.insert(id.clone()) {
+            return Err(DirectoryError::DuplicateUserId { id });
+        }
+        let user = User {
+            login,
+            id,
+            password,
+            apop_secret,
+            disabled: repr.disabled,
+        };
+        self.users.insert(user.login.key(), user);
+        Ok(())
+    }
+
+    fn to_repr(&self) -> FileRepr {
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|(id, t)| TenantRepr {
+                id: id.to_string(),
+                domains: t.domains.iter().cloned().collect(),
+                policy: PolicyRepr {
+                    login_delay_secs: t.policy.login_delay.as_secs(),
+                    expire_days: ExpireRepr(t.policy.expire_days),
+                    cleartext_allowed: t.policy.cleartext_allowed,
+                },
+            })
+            .collect();
+        let users = self
+            .users
+            .values()
+            .map(|u| UserRepr {
+                login: u.login.to_string(),
+                id: u.id.to_string(),
+                password: SecretText(u.password.as_phc().to_owned()),
+                apop_secret: u
+                    .apop_secret
+                    .as_ref()
+                    .map(|s| SecretText(s.as_str().to_owned())),
+                disabled: u.disabled,
+            })
+            .collect();
+        FileRepr { tenants, users }
+    }
+}
+
+fn tenant_info(id: &TenantId, tenant: &Tenant) -> TenantInfo {
+    TenantInfo {
+        id: id.clone(),
+        domains: tenant.domains.iter().cloned().collect(),
+        policy: tenant.policy.clone(),
+    }
+}
+
+fn parse_domain(domain: &str) -> Result<String, DirectoryError> {
+    login::parse_domain(domain).map_err(|_| DirectoryError::InvalidDomain {
+        domain: domain.to_owned(),
+    })
+}
+
+fn hash_password(password: &Secret) -> Result<PasswordDigest, DirectoryError> {
+    if password.expose().is_empty() {
+        return Err(DirectoryError::EmptyPassword);
+    }
+    Ok(PasswordDigest::hash(password.expose())?)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,275 @@
+//! The accept loop, and one loop per connection: read → decode → handle → encode → write.
+//!
+//! - One Tokio task per connection, tracked. On shutdown the listener stops accepting; a
+//!   session waiting for a command is answered `421 4.3.2` and closed; a session receiving
+//!   or storing a message finishes it first (every recipient gets its reply). [`run`]
+//!   returns when the last connection has ended; a deadline for that is the caller's.
+//! - At most `max_connections` at once; one more is answered `421 4.3.2` and closed
+//!   without a task.
+//! - Replies are buffered and written whenever the server needs more input, so pipelined
+//!   commands (RFC 2920) are answered in order, in as few writes as possible.
+//! - Every wait for the client, reading or writing, is bounded by `idle_timeout`; a silent
+//!   client is answered `421 4.4.2` and closed.
+//! - Receive buffers are bounded by one read chunk plus the command line limit; the
+//!   message itself by `max_message_size` (see [`crate::session`]).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::LmtpDeps;
+use crate::codec::{CommandDecoder, DataDecoder};
+use crate::session::{Closing, Next, Session};
+
+/// Bytes asked for by one read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Pause after a failed accept (for example out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why a connection ended other than by QUIT, EOF between commands, or shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("connection i/o failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("client idle for too long")]
+    IdleTimeout,
+    #[error("client closed the connection during DATA")]
+    ClosedDuringData,
+}
+
+/// Serves LMTP on `listener` until `shutdown` is cancelled, then waits for the connections
+/// in progress to end (see the module documentation). Fails only if `deps.config` does
+/// not validate.
+pub async fn run(
+    listener: TcpListener,
+    deps: LmtpDeps,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    deps.config
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let deps = Arc::new(deps);
+    let slots = Arc::new(Semaphore::new(deps.config.max_connections));
+    let tracker = TaskTracker::new();
+    info!(addr = ?listener.local_addr().ok(), "LMTP listening");
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "LMTP accept failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
+                }
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            refuse(&stream, peer, &deps.config.hostname);
+            continue;
+        };
+        let connection = Connection::new(stream, peer, Arc::clone(&deps), shutdown.clone());
+        let span = info_span!("lmtp_session", id = %connection.session.id(), %peer);
+        tracker.spawn(
+            async move {
+                connection.serve().await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    tracker.close();
+    info!(
+        connections = tracker.len(),
+        "LMTP stopped accepting; draining"
+    );
+    tracker.wait().await;
+    info!("LMTP drained");
+    Ok(())
+}
+
+/// Answers `421 4.3.2` and drops the connection. The write does not wait: a new socket's
+/// send buffer is empty, and the accept loop must not block on a client.
+fn refuse(stream: &TcpStream, peer: SocketAddr, hostname: &str) {
+    let mut reply = BytesMut::new();
+    Closing::TooManyConnections
+        .reply(hostname)
+        .encode(&mut reply);
+    if let Err(error) = stream.try_write(&reply) {
+        debug!(%peer, %error, "could not send the too-many-connections reply");
+    }
+    warn!(%peer, "LMTP connection refused: too many connections");
+}
+
+enum Read {
+    Bytes,
+    Eof,
+    TimedOut,
+    Shutdown,
+}
+
+struct Connection {
+    stream: TcpStream,
+    deps: Arc<LmtpDeps>,
+    shutdown: CancellationToken,
+    session: Session,
+    decoder: CommandDecoder,
+    input: BytesMut,
+    output: BytesMut,
+}
+
+impl Connection {
+    fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        deps: Arc<LmtpDeps>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let session = Session::new(Arc::clone(&deps), peer);
+        let decoder = CommandDecoder::new(deps.config.max_line_length);
+        Self {
+            stream,
+            deps,
+            shutdown,
+            session,
+            decoder,
+            input: BytesMut::with_capacity(READ_CHUNK),
+            output: BytesMut::new(),
+        }
+    }
+
+    /// Runs the conversation and logs its one end-of-session line.
+    async fn serve(mut self) {
+        if let Err(error) = self.stream.set_nodelay(true) {
+            debug!(%error, "could not set TCP_NODELAY");
+        }
+        match self.converse().await {
+            Ok(outcome) => info!(outcome, "LMTP session ended"),
+            Err(error) => info!(outcome = "error", %error, "LMTP session ended"),
+        }
+    }
+
+    async fn converse(&mut self) -> Result<&'static str, ConnectionError> {
+        self.session.greeting().encode(&mut self.output);
+        loop {
+            let command = match self.decoder.decode(&mut self.input) {
+                Ok(Some(command)) => Ok(command),
+                Err(error) => Err(error),
+                Ok(None) => {
+                    self.flush().await?;
+                    match self.read(true).await? {
+                        Read::Bytes => continue,
+                        Read::Eof => return Ok("client_closed"),
+                        Read::Shutdown => {
+                            self.close_with(Closing::ShuttingDown).await;
+                            return Ok("shutdown");
+                        }
+                        Read::TimedOut => {
+                            self.close_with(Closing::IdleTimeout).await;
+                            return Err(ConnectionError::IdleTimeout);
+                        }
+                    }
+                }
+            };
+            if let Ok(command) = &command {
+                debug!(command = command.name(), "command");
+            }
+            let step = self.session.handle(command).await;
+            step.reply.encode(&mut self.output);
+            match step.next {
+                Next::Continue => {}
+                Next::Close => {
+                    self.flush().await?;
+                    return Ok("quit");
+                }
+                Next::ReceiveData { message } => self.receive_data(message).await?,
+            }
+        }
+    }
+
+    /// Decodes the message after `354`, then stores it and queues one reply per recipient.
+    /// Shutdown does not interrupt this: the delivery in progress is finished.
+    async fn receive_data(&mut self, mut message: BytesMut) -> Result<(), ConnectionError> {
+        let mut decoder = DataDecoder::new(self.deps.config.max_message_size);
+        let end = loop {
+            if let Some(end) = decoder.decode(&mut self.input, &mut message) {
+                break end;
+            }
+            self.flush().await?;
+            match self.read(false).await? {
+                Read::Bytes | Read::Shutdown => {}
+                Read::Eof => return Err(ConnectionError::ClosedDuringData),
+                Read::TimedOut => {
+                    self.close_with(Closing::IdleTimeout).await;
+                    return Err(ConnectionError::IdleTimeout);
+                }
+            }
+        };
+        for reply in self.session.finish_data(message, end).await {
+            reply.encode(&mut self.output);
+        }
+        Ok(())
+    }
+
+    /// Reads more input, waiting at most `idle_timeout` (and, if `stop_on_shutdown`, until
+    /// shutdown).
+    async fn read(&mut self, stop_on_shutdown: bool) -> Result<Read, ConnectionError> {
+        self.input.reserve(READ_CHUNK);
+        let idle = self.deps.config.idle_timeout;
+        let read = tokio::time::timeout(idle, self.stream.read_buf(&mut self.input));
+        let result = if stop_on_shutdown {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Ok(Read::Shutdown),
+                result = read => result,
+            }
+        } else {
+            read.await
+        };
+        match result {
+            Err(_elapsed) => Ok(Read::TimedOut),
+            Ok(Ok(0)) => Ok(Read::Eof),
+            Ok(Ok(_)) => Ok(Read::Bytes),
+            Ok(Err(error)) => Err(error.into()),
+        }
+    }
+
+    /// Writes the queued replies, waiting at most `idle_timeout`.
+    async fn flush(&mut self) -> Result<(), ConnectionError> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let idle = self.deps.config.idle_timeout;
+        match tokio::time::timeout(idle, self.stream.write_all(&self.output)).await {
+            Err(_elapsed) => return Err(ConnectionError::IdleTimeout),
+            Ok(result) => result?,
+        }
+        self.output.clear();
+        Ok(())
+    }
+
+    /// Sends the queued replies and a `421`; the connection is closed by the caller.
+    async fn close_with(&mut self, closing: Closing) {
+        closing
+            .reply(&self.deps.config.hostname)
+            .encode(&mut self.output);
+        if let Err(error) = self.flush().await {
+            debug!(%error, "could not send the closing reply");
+        }
+    }
+}

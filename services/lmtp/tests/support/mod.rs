@@ -1,0 +1,263 @@
+//! Test harness: a real server on 127.0.0.1:0 with a real `FsStore` in a temporary
+//! directory, a fixed recipient directory, and a line-oriented LMTP client.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloudpop_auth::{AuthFailure, AuthRequest, Authenticator, LookupError, Policy, Principal};
+use cloudpop_lmtp::{LmtpConfig, LmtpDeps};
+use cloudpop_maildrop::{FsStore, MailboxId, MaildropKey, MessageStore, TenantId};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a test waits for any one reply before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub const TENANT: &str = "acme";
+
+pub fn maildrop(mailbox: &str) -> MaildropKey {
+    MaildropKey::new(
+        TenantId::new(TENANT).unwrap(),
+        MailboxId::new(mailbox).unwrap(),
+    )
+}
+
+/// A fixed map of addresses, as a recipient directory would answer. `down@example.com`
+/// always fails temporarily.
+#[derive(Debug)]
+pub struct FixedDirectory {
+    users: HashMap<&'static str, &'static str>,
+}
+
+impl FixedDirectory {
+    pub fn new() -> Self {
+        let users = HashMap::from([
+            ("alice@example.com", "alice"),
+            // An alias: a second address of alice's maildrop.
+            ("al@example.com", "alice"),
+            ("bob@example.com", "bob"),
+            ("carol@example.com", "carol"),
+        ]);
+        Self { users }
+    }
+}
+
+#[async_trait]
+impl Authenticator for FixedDirectory {
+    async fn authenticate(&self, _request: AuthRequest) -> Result<Principal, AuthFailure> {
+        Err(AuthFailure::BadCredentials)
+    }
+
+    async fn lookup_recipient(&self, address: &str) -> Result<Option<Principal>, LookupError> {
+        let address = address.to_ascii_lowercase();
+        if address == "down@example.com" {
+            return Err(LookupError::Temporary("directory unreachable".into()));
+        }
+        Ok(self.users.get(address.as_str()).map(|mailbox| Principal {
+            tenant: TenantId::new(TENANT).unwrap(),
+            user: (*mailbox).to_owned(),
+            login: address.clone(),
+            maildrop: maildrop(mailbox),
+            policy: Policy::default(),
+        }))
+    }
+
+    fn apop_offered(&self) -> bool {
+        false
+    }
+}
+
+pub fn test_config() -> LmtpConfig {
+    LmtpConfig {
+        hostname: "lmtp.test".into(),
+        ..LmtpConfig::default()
+    }
+}
+
+/// A running server and the store it delivers to.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub store: FsStore,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with_config(test_config()).await
+    }
+
+    pub async fn with_config(config: LmtpConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("mail");
+        Self::with_store_root(config, dir, &root).await
+    }
+
+    /// A server whose store is rooted at `root` (which may be made unusable on purpose).
+    pub async fn with_store_root(config: LmtpConfig, dir: tempfile::TempDir, root: &Path) -> Self {
+        let store = FsStore::new(root);
+        let deps = LmtpDeps {
+            authenticator: Arc::new(FixedDirectory::new()),
+            store: Arc::new(store.clone()),
+            config,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(cloudpop_lmtp::run(listener, deps, shutdown.clone()));
+        Self {
+            addr,
+            store,
+            shutdown,
+            handle,
+            _dir: dir,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// Every message of `mailbox`, oldest first, byte for byte.
+    pub async fn messages(&self, mailbox: &str) -> Vec<(String, Vec<u8>)> {
+        let key = maildrop(mailbox);
+        let mut messages = Vec::new();
+        for entry in self.store.list(&key).await.unwrap() {
+            let mut reader = self.store.open(&key, &entry.uid).await.unwrap();
+            let mut bytes = Vec::new();
+            reader.read_to_end(&mut bytes).await.unwrap();
+            assert_eq!(bytes.len() as u64, entry.size);
+            messages.push((entry.uid.to_string(), bytes));
+        }
+        messages
+    }
+}
+
+/// A plain LMTP client that reads whole (possibly multi-line) replies.
+pub struct Client {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    pub greeting: String,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (read, writer) = stream.into_split();
+        let mut client = Self {
+            reader: BufReader::new(read),
+            writer,
+            greeting: String::new(),
+        };
+        client.greeting = client.reply().await;
+        client
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).await.unwrap();
+    }
+
+    /// One reply; lines joined with `\n`, CRLFs removed.
+    pub async fn reply(&mut self) -> String {
+        let mut lines = Vec::new();
+        loop {
+            let line = self
+                .line()
+                .await
+                .unwrap_or_else(|| panic!("EOF after {lines:?}"));
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return lines.join("\n");
+            }
+        }
+    }
+
+    /// One line without its CRLF, or `None` at EOF.
+    pub async fn line(&mut self) -> Option<String> {
+        let mut line = String::new();
+        let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
+            .await
+            .expect("timed out waiting for the server")
+            .unwrap();
+        if n == 0 {
+            return None;
+        }
+        assert!(line.ends_with("\r\n"), "reply line without CRLF: {line:?}");
+        line.truncate(line.len() - 2);
+        Some(line)
+    }
+
+    /// Sends one command line and returns its reply.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+
+    /// Asserts the server closes the connection next.
+    pub async fn expect_eof(&mut self) {
+        assert_eq!(self.line().await, None);
+    }
+
+    /// LHLO, MAIL and the given RCPTs, each expected to succeed.
+    pub async fn envelope(&mut self, from: &str, to: &[&str]) {
+        assert!(
+            self.cmd("LHLO client.example")
+                .await
+                .starts_with("250-lmtp.test")
+        );
+        assert!(
+            self.cmd(&format!("MAIL FROM:<{from}>"))
+                .await
+                .starts_with("250 2.1.0")
+        );
+        for rcpt in to {
+            let reply = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+            assert!(reply.starts_with("250 2.1.5"), "{rcpt}: {reply}");
+        }
+    }
+}
+
+/// The uid from `250 2.0.0 <addr> delivered as <uid>`.
+pub fn delivered_uid(reply: &str, address: &str) -> String {
+    let prefix = format!("250 2.0.0 <{address}> delivered as ");
+    reply
+        .strip_prefix(&prefix)
+        .unwrap_or_else(|| panic!("not a delivery to {address}: {reply:?}"))
+        .to_owned()
+}
+
+/// Splits a stored message into its two trace fields and the rest, checking their shape.
+/// Returns (session id, `for` recipient if any, rest of message).
+pub fn split_trace(message: &[u8], sender: &str) -> (String, Option<String>, Vec<u8>) {
+    let text = String::from_utf8_lossy(message).into_owned();
+    let head = format!(
+        "Return-Path: <{sender}>\r\nReceived: from client.example ([127.0.0.1])\r\n\tby lmtp.test (cloudpop) with LMTP id "
+    );
+    let rest = text
+        .strip_prefix(&head)
+        .unwrap_or_else(|| panic!("trace fields: {text:?}"));
+    let (id, rest) = rest.split_once(|c| c == '\r' || c == ';').unwrap();
+    assert_eq!(id.len(), 16, "session id {id:?}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    let (recipient, rest) = if let Some(rest) = rest.strip_prefix("\n\tfor <") {
+        let (rcpt, rest) = rest.split_once(">; ").unwrap();
+        (Some(rcpt.to_owned()), rest)
+    } else {
+        (None, rest.strip_prefix("\r\n\t").unwrap())
+    };
+    let (date, body) = rest.split_once("\r\n").unwrap();
+    assert!(date.ends_with(" +0000"), "date {date:?}");
+    assert_eq!(date.split(' ').count(), 6, "date {date:?}");
+    (id.to_owned(), recipient, body.as_bytes().to_vec())
+}
