@@ -51,7 +51,8 @@ Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r
 /// About 300 KB of pseudo-random lines; every 37th starts with a dot, every 101st is a lone dot.
 fn large_message() -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/ .";
-    let mut m = b"From: sender@example.net\r\nTo: reader@example.com\r\nSubject: large\r\n\r\n".to_vec();
+    let mut m =
+        b"From: sender@example.net\r\nTo: reader@example.com\r\nSubject: large\r\n\r\n".to_vec();
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     for line in 0..4000u32 {
         if line % 101 == 100 {
@@ -97,7 +98,11 @@ fn stored_messages(server: &Server) -> Vec<(String, usize, Vec<u8>)> {
     for (n, uid) in &uids {
         let bytes = pop.retr(*n);
         let size: usize = sizes[n].parse().expect("size");
-        assert_eq!(size, bytes.len(), "LIST size of message {n} is its RETR length");
+        assert_eq!(
+            size,
+            bytes.len(),
+            "LIST size of message {n} is its RETR length"
+        );
         out.push((uid.clone(), size, bytes));
     }
     assert!(pop.quit().starts_with("+OK"));
@@ -109,7 +114,9 @@ fn numbered(body: &[u8]) -> BTreeMap<u32, String> {
     String::from_utf8_lossy(body)
         .lines()
         .map(|line| {
-            let (n, value) = line.split_once(' ').unwrap_or_else(|| panic!("bad listing line {line:?}"));
+            let (n, value) = line
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("bad listing line {line:?}"));
             (n.parse().expect("message number"), value.to_owned())
         })
         .collect()
@@ -122,15 +129,23 @@ fn stat(server: &Server) -> (usize, u64) {
     let reply = pop.cmd("STAT");
     assert!(pop.quit().starts_with("+OK"));
     let mut words = reply.split(' ').skip(1);
-    let count = words.next().and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("STAT: {reply}"));
-    let octets = words.next().and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("STAT: {reply}"));
+    let count = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("STAT: {reply}"));
+    let octets = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("STAT: {reply}"));
     (count, octets)
 }
 
 /// Message files in the server's store (temporary files excluded).
 fn stored_files(server: &Server) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.map(|e| e.expect("dir entry")) {
             let path = entry.path();
             if entry.file_name().to_string_lossy().starts_with('.') {
@@ -150,8 +165,14 @@ fn stored_files(server: &Server) -> Vec<PathBuf> {
 
 fn assert_same(what: &str, got: &[u8], want: &[u8]) {
     if got != want {
-        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-        let context = |b: &[u8]| String::from_utf8_lossy(&b[at.saturating_sub(40)..(at + 40).min(b.len())]).into_owned();
+        let at = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        let context = |b: &[u8]| {
+            String::from_utf8_lossy(&b[at.saturating_sub(40)..(at + 40).min(b.len())]).into_owned()
+        };
         panic!(
             "{what}: {} bytes, want {}; first difference at byte {at}:\n got: {:?}\nwant: {:?}",
             got.len(),
@@ -163,7 +184,10 @@ fn assert_same(what: &str, got: &[u8], want: &[u8]) {
 }
 
 fn run(command: &mut Command) -> Output {
-    let output = command.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(
         output.status.success(),
         "{command:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -176,7 +200,11 @@ fn run(command: &mut Command) -> Output {
 
 /// A tool the tests need; missing, the test fails and says how to get it.
 fn require(tool: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status();
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status();
     assert!(
         found.is_ok_and(|s| s.success()),
         "`{tool}` is not installed; `bash tests/run.sh` (the README's test command) installs it"
@@ -187,7 +215,19 @@ fn curl(server: &Server, path: &str, extra: &[&str]) -> Vec<u8> {
     require("curl");
     let url = format!("pop3://{}{path}", server.pop3);
     let user = format!("{LOGIN}:{PASSWORD}");
-    run(Command::new("curl").args(["-sS", "--noproxy", "*", "--max-time", "60", "-u", &user, &url]).args(extra)).stdout
+    run(Command::new("curl")
+        .args([
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "60",
+            "-u",
+            &user,
+            &url,
+        ])
+        .args(extra))
+    .stdout
 }
 
 #[test]
@@ -198,11 +238,15 @@ fn curl_lists_and_downloads_byte_exact() {
 
     // LIST: `curl pop3://host/` sends LIST; same numbers and sizes as the raw client saw.
     let listing = numbered(&curl(&server, "/", &[]));
-    let want: BTreeMap<u32, String> = (1..).zip(stored.iter().map(|(_, size, _)| size.to_string())).collect();
+    let want: BTreeMap<u32, String> = (1..)
+        .zip(stored.iter().map(|(_, size, _)| size.to_string()))
+        .collect();
     assert_eq!(listing, want, "curl LIST");
 
     let uidl = numbered(&curl(&server, "/", &["-X", "UIDL"]));
-    let want: BTreeMap<u32, String> = (1..).zip(stored.iter().map(|(uid, _, _)| uid.clone())).collect();
+    let want: BTreeMap<u32, String> = (1..)
+        .zip(stored.iter().map(|(uid, _, _)| uid.clone()))
+        .collect();
     assert_eq!(uidl, want, "curl UIDL");
 
     // RETR: curl removes the dot-stuffing and the terminator; what is left is the message.
@@ -210,12 +254,20 @@ fn curl_lists_and_downloads_byte_exact() {
         let n = i + 1;
         let downloaded = curl(&server, &format!("/{n}"), &[]);
         assert_same(&format!("curl RETR {n} vs raw RETR"), &downloaded, served);
-        assert_same(&format!("curl RETR {n} without trace headers"), &without_trace_headers(&downloaded), original);
+        assert_same(
+            &format!("curl RETR {n} without trace headers"),
+            &without_trace_headers(&downloaded),
+            original,
+        );
     }
 
     // DELE through curl (single-line answer, hence -I); curl ends with QUIT, so it is applied.
     curl(&server, "/1", &["-X", "DELE", "-I"]);
-    assert_eq!(stat(&server).0, originals.len() - 1, "message 1 deleted by curl's DELE + QUIT");
+    assert_eq!(
+        stat(&server).0,
+        originals.len() - 1,
+        "message 1 deleted by curl's DELE + QUIT"
+    );
     assert_eq!(stored_files(&server).len(), originals.len() - 1);
 }
 
@@ -227,7 +279,13 @@ fn poplib_fetch(server: &Server, delete: bool) -> (Vec<String>, Vec<Vec<u8>>) {
     let mut command = Command::new("python3");
     command
         .arg(&script)
-        .args(["--port", &server.pop3.port().to_string(), "--user", LOGIN, "--out"])
+        .args([
+            "--port",
+            &server.pop3.port().to_string(),
+            "--user",
+            LOGIN,
+            "--out",
+        ])
         .arg(out.path())
         .env("POP3_PASSWORD", PASSWORD);
     if delete {
@@ -237,7 +295,9 @@ fn poplib_fetch(server: &Server, delete: bool) -> (Vec<String>, Vec<Vec<u8>>) {
     let summary = std::fs::read_to_string(out.path().join("summary.txt")).expect("summary");
     let summary: Vec<String> = summary.lines().map(str::to_owned).collect();
     let count = summary.iter().filter(|l| l.starts_with("retr ")).count();
-    let messages = (1..=count).map(|n| std::fs::read(out.path().join(format!("{n}.eml"))).expect("message file")).collect();
+    let messages = (1..=count)
+        .map(|n| std::fs::read(out.path().join(format!("{n}.eml"))).expect("message file"))
+        .collect();
     (summary, messages)
 }
 
@@ -252,22 +312,50 @@ fn poplib_downloads_byte_exact_then_deletes_on_quit() {
     assert_eq!(summary[0], format!("stat {} {total}", originals.len()));
     for (i, (uid, size, _)) in stored.iter().enumerate() {
         let n = i + 1;
-        assert!(summary.contains(&format!("uidl {n} {uid}")), "UIDL {n} in {summary:?}");
-        assert!(summary.contains(&format!("list {n} {size}")), "LIST {n} in {summary:?}");
+        assert!(
+            summary.contains(&format!("uidl {n} {uid}")),
+            "UIDL {n} in {summary:?}"
+        );
+        assert!(
+            summary.contains(&format!("list {n} {size}")),
+            "LIST {n} in {summary:?}"
+        );
     }
     assert_eq!(messages.len(), originals.len());
     for (i, (original, (_, _, served))) in originals.iter().zip(&stored).enumerate() {
         assert_same(&format!("poplib RETR {}", i + 1), &messages[i], served);
-        assert_same(&format!("poplib RETR {} without trace headers", i + 1), &without_trace_headers(&messages[i]), original);
+        assert_same(
+            &format!("poplib RETR {} without trace headers", i + 1),
+            &without_trace_headers(&messages[i]),
+            original,
+        );
     }
-    assert!(summary.last().is_some_and(|l| l.starts_with("quit +OK")), "{summary:?}");
-    assert_eq!(stat(&server).0, originals.len(), "nothing deleted without DELE");
+    assert!(
+        summary.last().is_some_and(|l| l.starts_with("quit +OK")),
+        "{summary:?}"
+    );
+    assert_eq!(
+        stat(&server).0,
+        originals.len(),
+        "nothing deleted without DELE"
+    );
 
     let (summary, messages) = poplib_fetch(&server, true);
     assert_eq!(messages.len(), originals.len());
-    assert!(summary.last().is_some_and(|l| l.starts_with("quit +OK")), "{summary:?}");
-    assert_eq!(stat(&server), (0, 0), "DELE of every message, then QUIT, empties the maildrop");
-    assert_eq!(stored_files(&server), Vec::<PathBuf>::new(), "no message file left in the store");
+    assert!(
+        summary.last().is_some_and(|l| l.starts_with("quit +OK")),
+        "{summary:?}"
+    );
+    assert_eq!(
+        stat(&server),
+        (0, 0),
+        "DELE of every message, then QUIT, empties the maildrop"
+    );
+    assert_eq!(
+        stored_files(&server),
+        Vec::<PathBuf>::new(),
+        "no message file left in the store"
+    );
 }
 
 /// A fetchmail run against `server` that delivers each message to its own file.
@@ -288,7 +376,10 @@ impl Fetchmail {
         let home = self.dir.path();
         let out = home.join("out");
         // Each message goes to the MDA's standard input; number the files in arrival order.
-        let mda = format!("/bin/sh -c 'n=$(ls {out} | wc -l); cat > {out}/msg.$(( n + 1 ))'", out = out.display());
+        let mda = format!(
+            "/bin/sh -c 'n=$(ls {out} | wc -l); cat > {out}/msg.$(( n + 1 ))'",
+            out = out.display()
+        );
         let rc = format!(
             "poll 127.0.0.1 protocol pop3 port {port} auth password\n  user \"{LOGIN}\" password \"{PASSWORD}\"\n  {keep} fetchall no rewrite no stripcr\n  mda \"{mda}\"\n",
             port = server.pop3.port(),
@@ -296,9 +387,12 @@ impl Fetchmail {
             mda = mda.replace('"', "\\\""),
         );
         let rcfile = home.join("fetchmailrc");
-        std::fs::File::create(&rcfile).and_then(|mut f| f.write_all(rc.as_bytes())).expect("write rcfile");
+        std::fs::File::create(&rcfile)
+            .and_then(|mut f| f.write_all(rc.as_bytes()))
+            .expect("write rcfile");
         // fetchmail refuses a run control file that others can read.
-        std::fs::set_permissions(&rcfile, std::fs::Permissions::from_mode(0o600)).expect("chmod rcfile");
+        std::fs::set_permissions(&rcfile, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod rcfile");
         let mut command = Command::new("fetchmail");
         command
             .arg("-f")
@@ -335,38 +429,64 @@ impl Fetchmail {
         }
         let out = self.dir.path().join("out");
         let count = std::fs::read_dir(&out).expect("out dir").count();
-        (1..=count).map(|n| std::fs::read(out.join(format!("msg.{n}"))).expect("delivered message")).collect()
+        (1..=count)
+            .map(|n| std::fs::read(out.join(format!("msg.{n}"))).expect("delivered message"))
+            .collect()
     }
 }
 
 /// fetchmail prepends exactly one header field of its own, a `Received:` naming fetchmail;
 /// everything after it must be the message as the server served it.
 fn strip_fetchmail_received<'a>(what: &str, delivered: &'a [u8]) -> &'a [u8] {
-    assert!(delivered.starts_with(b"Received: "), "{what}: fetchmail's Received first: {:?}", head(delivered));
+    assert!(
+        delivered.starts_with(b"Received: "),
+        "{what}: fetchmail's Received first: {:?}",
+        head(delivered)
+    );
     let mut end = line_end(delivered, 0);
     while delivered[end..].starts_with(b" ") || delivered[end..].starts_with(b"\t") {
         end = line_end(delivered, end);
     }
     let added = String::from_utf8_lossy(&delivered[..end]);
-    assert!(added.contains("fetchmail"), "{what}: the added field names fetchmail: {added:?}");
+    assert!(
+        added.contains("fetchmail"),
+        "{what}: the added field names fetchmail: {added:?}"
+    );
     &delivered[end..]
 }
 
 fn line_end(bytes: &[u8], from: usize) -> usize {
-    bytes[from..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| from + i + 1)
+    bytes[from..]
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |i| from + i + 1)
 }
 
 fn head(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned()
 }
 
-fn assert_fetchmail_copies(delivered: &[Vec<u8>], stored: &[(String, usize, Vec<u8>)], originals: &[Vec<u8>]) {
-    assert_eq!(delivered.len(), originals.len(), "fetchmail delivered every message");
-    for (i, ((got, (_, _, served)), original)) in delivered.iter().zip(stored).zip(originals).enumerate() {
+fn assert_fetchmail_copies(
+    delivered: &[Vec<u8>],
+    stored: &[(String, usize, Vec<u8>)],
+    originals: &[Vec<u8>],
+) {
+    assert_eq!(
+        delivered.len(),
+        originals.len(),
+        "fetchmail delivered every message"
+    );
+    for (i, ((got, (_, _, served)), original)) in
+        delivered.iter().zip(stored).zip(originals).enumerate()
+    {
         let what = format!("fetchmail message {}", i + 1);
         let rest = strip_fetchmail_received(&what, got);
         assert_same(&what, rest, served);
-        assert_same(&format!("{what} without trace headers"), &without_trace_headers(rest), original);
+        assert_same(
+            &format!("{what} without trace headers"),
+            &without_trace_headers(rest),
+            original,
+        );
     }
 }
 
@@ -379,7 +499,11 @@ fn fetchmail_keep_mode_downloads_byte_exact_and_leaves_mail() {
     let fetchmail = Fetchmail::new();
     let delivered = fetchmail.fetch(&server, true);
     assert_fetchmail_copies(&delivered, &stored, &originals);
-    assert_eq!(stat(&server).0, originals.len(), "keep mode leaves the messages on the server");
+    assert_eq!(
+        stat(&server).0,
+        originals.len(),
+        "keep mode leaves the messages on the server"
+    );
     assert_eq!(stored_files(&server).len(), originals.len());
 }
 
@@ -405,20 +529,34 @@ fn dropped_connection_deletes_nothing_and_quit_does() {
     let mut pop = server.pop3();
     pop.login_ok(LOGIN, PASSWORD);
     assert!(pop.cmd("DELE 1").starts_with("+OK"));
-    pop.stream().shutdown(std::net::Shutdown::Both).expect("drop the connection");
+    pop.stream()
+        .shutdown(std::net::Shutdown::Both)
+        .expect("drop the connection");
     drop(pop);
 
     // The next session may have to wait until the server has noticed the drop and released
     // the maildrop; [IN-USE] until then is fine, a missing message is not.
     let mut pop = loop_until_logged_in(&server);
-    assert_eq!(pop.cmd("STAT").split(' ').nth(1), Some("1"), "the dropped session deleted nothing");
-    assert_same("message after the drop", &without_trace_headers(&pop.retr(1)), &original);
+    assert_eq!(
+        pop.cmd("STAT").split(' ').nth(1),
+        Some("1"),
+        "the dropped session deleted nothing"
+    );
+    assert_same(
+        "message after the drop",
+        &without_trace_headers(&pop.retr(1)),
+        &original,
+    );
     assert!(pop.cmd("DELE 1").starts_with("+OK"));
     let quit = pop.quit();
     assert!(quit.starts_with("+OK"), "QUIT: {quit}");
 
     assert_eq!(stat(&server), (0, 0), "QUIT after DELE deleted the message");
-    assert_eq!(stored_files(&server), Vec::<PathBuf>::new(), "and its file is gone");
+    assert_eq!(
+        stored_files(&server),
+        Vec::<PathBuf>::new(),
+        "and its file is gone"
+    );
 }
 
 fn loop_until_logged_in(server: &Server) -> support::Pop3 {
@@ -429,8 +567,14 @@ fn loop_until_logged_in(server: &Server) -> support::Pop3 {
         if reply.starts_with("+OK") {
             return pop;
         }
-        assert!(reply.contains("[IN-USE]"), "login after a dropped session: {reply}");
-        assert!(std::time::Instant::now() < deadline, "maildrop still locked after the client dropped");
+        assert!(
+            reply.contains("[IN-USE]"),
+            "login after a dropped session: {reply}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "maildrop still locked after the client dropped"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

@@ -35,7 +35,10 @@ fn store_raw(server: &Server, uid: &str, bytes: &[u8]) -> String {
         .to_owned();
     let dir = server.mail_dir().join("default").join(&id);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::File::create(dir.join(uid)).unwrap().write_all(bytes).unwrap();
+    std::fs::File::create(dir.join(uid))
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
     uid.to_owned()
 }
 
@@ -48,18 +51,44 @@ fn greeting_and_capa_before_and_after_login() {
     // RFC 2449 §5: CAPA in AUTHORIZATION.
     let (_, before) = pop.multi("CAPA");
     let before = String::from_utf8(before).unwrap();
-    for cap in ["TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "IMPLEMENTATION cloudpop"] {
-        assert!(before.lines().any(|l| l == cap), "{cap} missing before login: {before}");
+    for cap in [
+        "TOP",
+        "UIDL",
+        "USER",
+        "RESP-CODES",
+        "AUTH-RESP-CODE",
+        "PIPELINING",
+        "IMPLEMENTATION cloudpop",
+    ] {
+        assert!(
+            before.lines().any(|l| l == cap),
+            "{cap} missing before login: {before}"
+        );
     }
     // RFC 2449 §6.7, §6.8: per-user values carry USER before login.
-    assert!(before.lines().any(|l| l == "LOGIN-DELAY 0 USER"), "{before}");
+    assert!(
+        before.lines().any(|l| l == "LOGIN-DELAY 0 USER"),
+        "{before}"
+    );
     assert!(before.lines().any(|l| l == "EXPIRE NEVER"), "{before}");
     pop.login_ok(USER, PASS);
     let (_, after) = pop.multi("capa");
     let after = String::from_utf8(after).unwrap();
     // RFC 2449 §5: what was announced before login stays announced; values become exact.
-    for cap in ["TOP", "UIDL", "USER", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "LOGIN-DELAY 0", "EXPIRE NEVER"] {
-        assert!(after.lines().any(|l| l == cap), "{cap} missing after login: {after}");
+    for cap in [
+        "TOP",
+        "UIDL",
+        "USER",
+        "RESP-CODES",
+        "AUTH-RESP-CODE",
+        "PIPELINING",
+        "LOGIN-DELAY 0",
+        "EXPIRE NEVER",
+    ] {
+        assert!(
+            after.lines().any(|l| l == cap),
+            "{cap} missing after login: {after}"
+        );
     }
 }
 
@@ -67,7 +96,11 @@ fn greeting_and_capa_before_and_after_login() {
 #[test]
 fn octet_counts_are_exact() {
     let server = server();
-    let messages = [message("one", "hello\r\n"), message("two", &format!("{}\r\n", "x".repeat(5000))), message("three", ".\r\n..\r\n")];
+    let messages = [
+        message("one", "hello\r\n"),
+        message("two", &format!("{}\r\n", "x".repeat(5000))),
+        message("three", ".\r\n..\r\n"),
+    ];
     for m in &messages {
         server.deliver_ok(USER, m);
     }
@@ -86,8 +119,14 @@ fn octet_counts_are_exact() {
         assert_eq!(status, format!("+OK {} octets", sizes[i]));
         let body = pop.body();
         assert_eq!(body.len() as u64, sizes[i], "message {n}");
-        assert!(without_trace_headers(&body) == *original, "message {n} differs from what was delivered");
-        assert_eq!(pop.cmd(&format!("LIST {n}")), format!("+OK {n} {}", sizes[i]));
+        assert!(
+            without_trace_headers(&body) == *original,
+            "message {n} differs from what was delivered"
+        );
+        assert_eq!(
+            pop.cmd(&format!("LIST {n}")),
+            format!("+OK {n} {}", sizes[i])
+        );
         total += sizes[i];
     }
     assert_eq!(pop.cmd("STAT"), format!("+OK 3 {total}"));
@@ -104,18 +143,28 @@ fn dot_stuffing_on_the_wire() {
     let raw = pop.raw_body();
     let raw = String::from_utf8(raw).unwrap();
     // '.leading' → '..leading', a lone '.' → '..', '..' → '...', a '.' mid-line untouched.
-    assert!(raw.ends_with("\r\n\r\n..leading\r\n..\r\n...\r\nmid.dle\r\n.\r\n"), "{raw:?}");
+    assert!(
+        raw.ends_with("\r\n\r\n..leading\r\n..\r\n...\r\nmid.dle\r\n.\r\n"),
+        "{raw:?}"
+    );
 }
 
 // RFC 1939 §3: every line ends in CRLF, even when the stored message lacks a final one.
 #[test]
 fn stored_message_without_final_crlf() {
     let server = server();
-    store_raw(&server, "00000000000000000000000001", b"Subject: raw\r\n\r\nno final newline");
+    store_raw(
+        &server,
+        "00000000000000000000000001",
+        b"Subject: raw\r\n\r\nno final newline",
+    );
     let mut pop = logged_in(&server);
     assert_eq!(pop.cmd("LIST 1"), "+OK 1 32");
     assert_eq!(pop.cmd("RETR 1"), "+OK 32 octets");
-    assert_eq!(pop.raw_body(), b"Subject: raw\r\n\r\nno final newline\r\n.\r\n");
+    assert_eq!(
+        pop.raw_body(),
+        b"Subject: raw\r\n\r\nno final newline\r\n.\r\n"
+    );
 }
 
 // RFC 1939 §7 TOP: header, blank line, then n lines; TOP n 0 is the header alone.
@@ -126,9 +175,17 @@ fn top_sends_headers_and_lines() {
     server.deliver_ok(USER, &original);
     let mut pop = logged_in(&server);
     let (_, zero) = pop.multi("TOP 1 0");
-    assert!(zero.ends_with(b"Subject: top\r\n\r\n"), "{:?}", String::from_utf8_lossy(&zero));
+    assert!(
+        zero.ends_with(b"Subject: top\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&zero)
+    );
     let (_, two) = pop.multi("top 1 2");
-    assert!(two.ends_with(b"Subject: top\r\n\r\nl1\r\n.l2\r\n"), "{:?}", String::from_utf8_lossy(&two));
+    assert!(
+        two.ends_with(b"Subject: top\r\n\r\nl1\r\n.l2\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&two)
+    );
     let (_, all) = pop.multi("TOP 1 100");
     assert_eq!(without_trace_headers(&all), original);
     assert!(pop.cmd("TOP 2 0").starts_with("-ERR"));
@@ -141,7 +198,19 @@ fn bad_message_numbers() {
     let server = server();
     server.deliver_ok(USER, &message("one", "x\r\n"));
     let mut pop = logged_in(&server);
-    for cmd in ["RETR 0", "RETR -1", "RETR 99999999999", "RETR 2", "RETR +1", "RETR 01", "RETR one", "LIST 0", "DELE 0", "UIDL 2", "TOP 0 1"] {
+    for cmd in [
+        "RETR 0",
+        "RETR -1",
+        "RETR 99999999999",
+        "RETR 2",
+        "RETR +1",
+        "RETR 01",
+        "RETR one",
+        "LIST 0",
+        "DELE 0",
+        "UIDL 2",
+        "TOP 0 1",
+    ] {
         assert!(pop.cmd(cmd).starts_with("-ERR"), "{cmd}");
     }
     // The session stays usable.
@@ -165,7 +234,10 @@ fn case_insensitive_keywords_and_40_character_arguments() {
 // RFC 2449 §4: lines of 255 octets are accepted; longer than the limit is -ERR, then resync.
 #[test]
 fn line_length_limit() {
-    let server = Server::builder().user(USER, PASS).option("POP3__MAX_LINE_LENGTH", "255").start();
+    let server = Server::builder()
+        .user(USER, PASS)
+        .option("POP3__MAX_LINE_LENGTH", "255")
+        .start();
     let mut pop = server.pop3();
     let user_255 = format!("USER {}\r\n", "u".repeat(255 - 7));
     assert_eq!(user_255.len(), 255);
@@ -185,7 +257,11 @@ fn nul_bytes_and_binary_junk() {
     let mut pop = server.pop3();
     pop.send(b"US\0ER x\r\n");
     assert!(pop.line().starts_with("-ERR"));
-    let junk: Vec<u8> = (0..=255u8).filter(|b| *b != b'\n').cycle().take(200).collect();
+    let junk: Vec<u8> = (0..=255u8)
+        .filter(|b| *b != b'\n')
+        .cycle()
+        .take(200)
+        .collect();
     pop.send(&junk);
     pop.send(b"\r\n");
     assert!(pop.line().starts_with("-ERR"));
@@ -216,7 +292,9 @@ fn commands_split_across_segments() {
 #[test]
 fn five_hundred_pipelined_retrs() {
     let server = server();
-    let messages: Vec<Vec<u8>> = (0..5).map(|i| message(&format!("m{i}"), &format!("body {i}\r\n"))).collect();
+    let messages: Vec<Vec<u8>> = (0..5)
+        .map(|i| message(&format!("m{i}"), &format!("body {i}\r\n")))
+        .collect();
     for m in &messages {
         server.deliver_ok(USER, m);
     }
@@ -230,7 +308,10 @@ fn five_hundred_pipelined_retrs() {
     let sender = std::thread::spawn(move || writer.write_all(script.as_bytes()).unwrap());
     for i in 0..500 {
         assert!(pop.line().starts_with("+OK"), "reply {i}");
-        assert!(without_trace_headers(&pop.body()) == messages[i % 5], "reply {i} differs");
+        assert!(
+            without_trace_headers(&pop.body()) == messages[i % 5],
+            "reply {i} differs"
+        );
     }
     sender.join().unwrap();
     assert!(pop.cmd("NOOP").starts_with("+OK"));
@@ -249,7 +330,10 @@ fn dele_rset_and_double_dele() {
     assert!(pop.cmd("LIST 1").starts_with("-ERR"));
     assert!(pop.cmd("STAT").starts_with("+OK 1 "));
     let (_, list) = pop.multi("LIST");
-    assert!(String::from_utf8(list).unwrap().starts_with("2 "), "numbering stays fixed");
+    assert!(
+        String::from_utf8(list).unwrap().starts_with("2 "),
+        "numbering stays fixed"
+    );
     assert!(pop.cmd("RSET").starts_with("+OK maildrop has 2 messages"));
     assert!(pop.cmd("STAT").starts_with("+OK 2 "));
     assert!(pop.cmd("DELE 2").starts_with("+OK"));
@@ -296,7 +380,10 @@ fn wrong_password_and_unknown_user() {
 // Limit: failed logins per connection (pop3.max_auth_failures) close the connection.
 #[test]
 fn too_many_failures_close_the_connection() {
-    let server = Server::builder().user(USER, PASS).option("POP3__MAX_AUTH_FAILURES", "2").start();
+    let server = Server::builder()
+        .user(USER, PASS)
+        .option("POP3__MAX_AUTH_FAILURES", "2")
+        .start();
     let mut pop = server.pop3();
     assert!(pop.login(USER, "bad").starts_with("-ERR [AUTH]"));
     assert!(pop.login(USER, "bad").starts_with("-ERR [AUTH]"));
@@ -312,11 +399,20 @@ fn sequencing_and_wrong_state() {
     assert!(pop.cmd(&format!("PASS {PASS}")).starts_with("-ERR"));
     assert!(pop.cmd(&format!("USER {USER}")).starts_with("+OK"));
     assert!(pop.cmd("STAT").starts_with("-ERR"), "STAT before login");
-    assert!(pop.cmd(&format!("PASS {PASS}")).starts_with("-ERR"), "PASS must directly follow USER");
-    assert!(pop.cmd("NOOP").starts_with("-ERR"), "NOOP is a TRANSACTION command (RFC 1939 §5)");
+    assert!(
+        pop.cmd(&format!("PASS {PASS}")).starts_with("-ERR"),
+        "PASS must directly follow USER"
+    );
+    assert!(
+        pop.cmd("NOOP").starts_with("-ERR"),
+        "NOOP is a TRANSACTION command (RFC 1939 §5)"
+    );
     pop.login_ok(USER, PASS);
     assert!(pop.cmd(&format!("USER {USER}")).starts_with("-ERR"));
-    assert!(pop.cmd("QUIT now").starts_with("-ERR"), "QUIT takes no argument");
+    assert!(
+        pop.cmd("QUIT now").starts_with("-ERR"),
+        "QUIT takes no argument"
+    );
     assert!(pop.cmd("XYZZY").starts_with("-ERR"));
     assert!(pop.cmd("").starts_with("-ERR"));
     assert!(pop.cmd("STAT").starts_with("+OK"));
@@ -326,7 +422,9 @@ fn sequencing_and_wrong_state() {
 #[test]
 fn apop_with_a_user_secret() {
     let server = server();
-    server.admin(&["user", "apop", USER], "tanstaaf").assert_success();
+    server
+        .admin(&["user", "apop", USER], "tanstaaf")
+        .assert_success();
     // The users file is reloaded; wait until the greeting offers APOP.
     let deadline = Instant::now() + support::WAIT;
     let mut pop = loop {
@@ -339,13 +437,19 @@ fn apop_with_a_user_secret() {
     let start = pop.greeting.find('<').expect("APOP timestamp in greeting");
     let challenge = &pop.greeting[start..];
     let digest = md5_hex(format!("{challenge}tanstaaf").as_bytes());
-    assert!(pop.cmd(&format!("APOP {USER} {}", "0".repeat(32))).starts_with("-ERR [AUTH]"));
+    assert!(
+        pop.cmd(&format!("APOP {USER} {}", "0".repeat(32)))
+            .starts_with("-ERR [AUTH]")
+    );
     assert!(pop.cmd(&format!("APOP {USER} {digest}")).starts_with("+OK"));
 }
 
 fn md5_hex(data: &[u8]) -> String {
     let out = std::process::Command::new("python3")
-        .args(["-c", "import hashlib,sys; print(hashlib.md5(sys.stdin.buffer.read()).hexdigest())"])
+        .args([
+            "-c",
+            "import hashlib,sys; print(hashlib.md5(sys.stdin.buffer.read()).hexdigest())",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -368,19 +472,31 @@ fn uidl_is_stable_across_sessions_and_restarts() {
     let first = String::from_utf8(first).unwrap();
     for line in first.lines() {
         let uid = line.split(' ').nth(1).unwrap();
-        assert!((1..=70).contains(&uid.len()) && uid.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{uid}");
+        assert!(
+            (1..=70).contains(&uid.len()) && uid.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "{uid}"
+        );
     }
-    assert_eq!(pop.cmd("UIDL 2"), format!("+OK {}", first.lines().nth(1).unwrap()));
+    assert_eq!(
+        pop.cmd("UIDL 2"),
+        format!("+OK {}", first.lines().nth(1).unwrap())
+    );
     pop.quit();
     // Ids are time-ordered: later mail sorts after.
-    let uids: Vec<&str> = first.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    let uids: Vec<&str> = first
+        .lines()
+        .map(|l| l.split(' ').nth(1).unwrap())
+        .collect();
     assert!(uids[0] < uids[1]);
     let mut again = logged_in(&server);
     assert_eq!(String::from_utf8(again.multi("UIDL").1).unwrap(), first);
     again.quit();
     server.restart();
     let mut after_restart = logged_in(&server);
-    assert_eq!(String::from_utf8(after_restart.multi("UIDL").1).unwrap(), first);
+    assert_eq!(
+        String::from_utf8(after_restart.multi("UIDL").1).unwrap(),
+        first
+    );
 }
 
 // RFC 1939 §4: the listing is a snapshot; mail delivered during a session is not shown.
@@ -395,14 +511,19 @@ fn snapshot_at_login() {
     assert!(pop.quit().starts_with("+OK"));
     let mut pop = logged_in(&server);
     let (_, top) = pop.multi("TOP 1 0");
-    assert!(String::from_utf8(top).unwrap().contains("Subject: during"), "new mail neither shown nor deleted");
+    assert!(
+        String::from_utf8(top).unwrap().contains("Subject: during"),
+        "new mail neither shown nor deleted"
+    );
 }
 
 // RFC 1939 §3: an idle timeout ends the session without UPDATE. Before login the timeout
 // is shorter (pop3.idle_timeout_authorization, a documented choice).
 #[test]
 fn idle_timeout_before_login() {
-    let server = Server::builder().option("POP3__IDLE_TIMEOUT_AUTHORIZATION", "1s").start();
+    let server = Server::builder()
+        .option("POP3__IDLE_TIMEOUT_AUTHORIZATION", "1s")
+        .start();
     let mut pop = server.pop3();
     let started = Instant::now();
     assert!(pop.line().starts_with("-ERR"));
@@ -413,7 +534,9 @@ fn idle_timeout_before_login() {
 // Limit: consecutive invalid commands (pop3.max_bad_commands) close the connection.
 #[test]
 fn too_many_bad_commands_close() {
-    let server = Server::builder().option("POP3__MAX_BAD_COMMANDS", "3").start();
+    let server = Server::builder()
+        .option("POP3__MAX_BAD_COMMANDS", "3")
+        .start();
     let mut pop = server.pop3();
     assert_eq!(pop.cmd("BAD1"), "-ERR unknown command");
     assert_eq!(pop.cmd("BAD2"), "-ERR unknown command");

@@ -60,7 +60,11 @@ impl ServerBuilder {
         ] {
             env.insert(k.to_owned(), v.to_owned());
         }
-        Self { env, role: None, users: Vec::new() }
+        Self {
+            env,
+            role: None,
+            users: Vec::new(),
+        }
     }
 
     /// Sets an option through its environment variable, e.g. `("POP3__MAX_LINE_LENGTH", "300")`.
@@ -120,9 +124,18 @@ impl Server {
 
     /// Starts the process (again), appending to the same log, and waits until it is ready.
     fn spawn(&mut self) {
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&self.stderr_path).expect("log file");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)
+            .expect("log file");
         let mut command = Command::new(binary());
-        command.current_dir(self.dir.path()).envs(&self.env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+        command
+            .current_dir(self.dir.path())
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
         if let Some(role) = self.role {
             command.arg(role);
         }
@@ -160,14 +173,19 @@ impl Server {
         let want_pop3 = self.role_has("pop3");
         let want_lmtp = self.role_has("lmtp");
         loop {
-            let done = (!want_pop3 || self.pop3.port() != 0) && (!want_lmtp || self.lmtp.port() != 0) && self.admin.port() != 0;
+            let done = (!want_pop3 || self.pop3.port() != 0)
+                && (!want_lmtp || self.lmtp.port() != 0)
+                && self.admin.port() != 0;
             if done {
                 return;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match lines.recv_timeout(left) {
                 Ok(line) => line,
-                Err(_) => panic!("cloudpop did not announce its listeners; log:\n{}", self.log()),
+                Err(_) => panic!(
+                    "cloudpop did not announce its listeners; log:\n{}",
+                    self.log()
+                ),
             };
             if let Some(addr) = line.strip_prefix("cloudpop: POP3 listening on ") {
                 self.pop3 = addr.parse().expect("pop3 addr");
@@ -212,7 +230,8 @@ impl Server {
 
     /// Adds a user while the server runs and waits until it can log in.
     pub fn add_user(&self, login: &str, password: &str) {
-        self.admin(&["user", "add", login], password).assert_success();
+        self.admin(&["user", "add", login], password)
+            .assert_success();
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
             let mut c = self.pop3();
@@ -240,19 +259,26 @@ impl Server {
     /// Delivers one message to one recipient and asserts it was accepted.
     pub fn deliver_ok(&self, recipient: &str, message: &[u8]) {
         let replies = self.deliver(&[recipient], message);
-        assert!(replies.iter().all(|r| r.starts_with("250")), "delivery failed: {replies:?}");
+        assert!(
+            replies.iter().all(|r| r.starts_with("250")),
+            "delivery failed: {replies:?}"
+        );
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server process");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         child.wait().expect("wait")
     }
 
     /// Resident memory of the server, in KiB (Linux /proc).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -285,20 +311,40 @@ pub struct Output {
 
 impl Output {
     pub fn assert_success(&self) -> &Self {
-        assert!(self.status.success(), "cloudpop failed: {}\n{}", self.stdout, self.stderr);
+        assert!(
+            self.status.success(),
+            "cloudpop failed: {}\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 }
 
 /// Runs the binary with `args`, environment `env` and `stdin`.
-pub fn run_cli(env: &HashMap<String, String>, cwd: Option<&Path>, args: &[&str], stdin: &str) -> Output {
+pub fn run_cli(
+    env: &HashMap<String, String>,
+    cwd: Option<&Path>,
+    args: &[&str],
+    stdin: &str,
+) -> Output {
     let mut command = Command::new(binary());
-    command.args(args).envs(env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .args(args)
+        .envs(env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     if let Some(cwd) = cwd {
         command.current_dir(cwd);
     }
     let mut child = command.spawn().expect("spawn");
-    child.stdin.take().expect("stdin").write_all(format!("{stdin}\n").as_bytes()).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{stdin}\n").as_bytes())
+        .expect("write stdin");
     let out = child.wait_with_output().expect("wait");
     Output {
         status: out.status,
@@ -320,7 +366,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
     Ok((status, body))
 }
@@ -335,14 +385,26 @@ impl Pop3 {
     pub fn connect(addr: SocketAddr) -> Pop3 {
         let stream = TcpStream::connect(addr).expect("connect pop3");
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
-        let mut pop = Pop3 { reader: BufReader::new(stream), greeting: String::new() };
+        let mut pop = Pop3 {
+            reader: BufReader::new(stream),
+            greeting: String::new(),
+        };
         pop.greeting = pop.line();
-        assert!(pop.greeting.starts_with("+OK"), "greeting {:?}", pop.greeting);
+        assert!(
+            pop.greeting.starts_with("+OK"),
+            "greeting {:?}",
+            pop.greeting
+        );
         pop
     }
 
     pub fn stream(&self) -> &TcpStream {
         self.reader.get_ref()
+    }
+
+    /// The buffered reader, for tests that read large bodies in bulk.
+    pub fn reader(&mut self) -> &mut BufReader<TcpStream> {
+        &mut self.reader
     }
 
     /// Writes raw bytes.
@@ -354,7 +416,11 @@ impl Pop3 {
     pub fn raw_line(&mut self) -> Vec<u8> {
         let mut line = Vec::new();
         self.reader.read_until(b'\n', &mut line).expect("read");
-        assert!(line.ends_with(b"\r\n"), "line without CRLF: {:?}", String::from_utf8_lossy(&line));
+        assert!(
+            line.ends_with(b"\r\n"),
+            "line without CRLF: {:?}",
+            String::from_utf8_lossy(&line)
+        );
         line
     }
 
@@ -378,7 +444,11 @@ impl Pop3 {
             if line == b".\r\n" {
                 return body;
             }
-            let unstuffed = if line.starts_with(b".") { &line[1..] } else { &line[..] };
+            let unstuffed = if line.starts_with(b".") {
+                &line[1..]
+            } else {
+                &line[..]
+            };
             body.extend_from_slice(unstuffed);
         }
     }
@@ -441,7 +511,9 @@ impl Lmtp {
     pub fn connect(addr: SocketAddr) -> Lmtp {
         let stream = TcpStream::connect(addr).expect("connect lmtp");
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
-        let mut lmtp = Lmtp { reader: BufReader::new(stream) };
+        let mut lmtp = Lmtp {
+            reader: BufReader::new(stream),
+        };
         let greeting = lmtp.reply();
         assert!(greeting.starts_with("220"), "{greeting}");
         let lhlo = lmtp.cmd("LHLO test.example");
@@ -461,7 +533,10 @@ impl Lmtp {
     }
 
     pub fn cmd(&mut self, line: &str) -> String {
-        self.reader.get_mut().write_all(format!("{line}\r\n").as_bytes()).expect("write");
+        self.reader
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .expect("write");
         self.reply()
     }
 
@@ -505,7 +580,10 @@ impl Lmtp {
 
 /// A message whose body is `body`, with a unique subject.
 pub fn message(subject: &str, body: &str) -> Vec<u8> {
-    format!("From: sender@example.net\r\nTo: someone@example.com\r\nSubject: {subject}\r\n\r\n{body}").into_bytes()
+    format!(
+        "From: sender@example.net\r\nTo: someone@example.com\r\nSubject: {subject}\r\n\r\n{body}"
+    )
+    .into_bytes()
 }
 
 /// Strips the Return-Path and Received headers that delivery adds, for byte comparisons.
@@ -513,10 +591,15 @@ pub fn without_trace_headers(stored: &[u8]) -> Vec<u8> {
     let mut rest = stored;
     let mut in_trace = false;
     loop {
-        let end = rest.windows(2).position(|w| w == b"\r\n").map_or(rest.len(), |i| i + 2);
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(rest.len(), |i| i + 2);
         let line = &rest[..end];
         let folded = line.starts_with(b" ") || line.starts_with(b"\t");
-        in_trace = line.starts_with(b"Return-Path:") || line.starts_with(b"Received:") || (in_trace && folded);
+        in_trace = line.starts_with(b"Return-Path:")
+            || line.starts_with(b"Received:")
+            || (in_trace && folded);
         if !in_trace || line.is_empty() {
             return rest.to_vec();
         }

@@ -18,7 +18,8 @@ use crate::pop_url::pop_url;
 pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
     let path = config.users_file();
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let mut directory = Directory::load(&path)?;
     match command {
@@ -29,7 +30,9 @@ pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Add { login } => {
             let login = parse(&login)?;
             if directory.user(&login).is_some() {
-                bail!("user {login} already exists; use `cloudpop admin user passwd {login}` to change its password");
+                bail!(
+                    "user {login} already exists; use `cloudpop admin user passwd {login}` to change its password"
+                );
             }
             if ensure_domain(&mut directory, &login)? {
                 eprintln!("domain {} added to tenant default", login.domain());
@@ -41,7 +44,10 @@ pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
             directory.add_user(&login, &password)?;
             save(&directory, &path)?;
             println!("added {login}");
-            println!("  connect: {}", pop_url(&login.to_string(), config.pop3.listen));
+            println!(
+                "  connect: {}",
+                pop_url(&login.to_string(), config.pop3.listen)
+            );
         }
         UserCommand::Passwd { login } => {
             let login = parse(&login)?;
@@ -57,7 +63,10 @@ pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
             let removed = secret.is_none();
             directory.set_apop_secret(&login, secret.as_ref())?;
             save(&directory, &path)?;
-            println!("APOP secret of {login} {}", if removed { "removed" } else { "set" });
+            println!(
+                "APOP secret of {login} {}",
+                if removed { "removed" } else { "set" }
+            );
         }
         UserCommand::Disable { login } => {
             let login = parse(&login)?;
@@ -86,15 +95,26 @@ fn parse(login: &str) -> anyhow::Result<Login> {
 }
 
 fn save(directory: &Directory, path: &std::path::Path) -> anyhow::Result<()> {
-    directory.save(path).with_context(|| format!("cannot write users file {}", path.display()))
+    directory
+        .save(path)
+        .with_context(|| format!("cannot write users file {}", path.display()))
 }
 
 fn list(directory: &Directory) {
-    println!("{:<40} {:<20} {:<12} {:<8} apop", "login", "id", "tenant", "state");
+    println!(
+        "{:<40} {:<20} {:<12} {:<8} apop",
+        "login", "id", "tenant", "state"
+    );
     for user in directory.users() {
         let state = if user.disabled { "disabled" } else { "active" };
         let apop = if user.has_apop_secret { "yes" } else { "no" };
-        println!("{:<40} {:<20} {:<12} {:<8} {apop}", user.login.to_string(), user.id.to_string(), user.tenant.to_string(), state);
+        println!(
+            "{:<40} {:<20} {:<12} {:<8} {apop}",
+            user.login.to_string(),
+            user.id.to_string(),
+            user.tenant.to_string(),
+            state
+        );
     }
 }
 
@@ -106,7 +126,10 @@ fn read_secret(prompt: &str) -> anyhow::Result<Secret> {
         let _ = std::io::stderr().flush();
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).context("cannot read from standard input")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read from standard input")?;
     let line = line.strip_suffix('\n').unwrap_or(&line);
     let line = line.strip_suffix('\r').unwrap_or(line);
     Ok(Secret::new(line.as_bytes()))

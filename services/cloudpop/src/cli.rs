@@ -12,7 +12,13 @@ pub struct Cli {
     /// Configuration file (TOML). Default: `cloudpop.toml` in the working directory if it
     /// exists, else built-in defaults. Environment variables `CLOUDPOP_SECTION__KEY`
     /// override single options.
-    #[arg(long, short, global = true, env = "CLOUDPOP_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "CLOUDPOP_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]

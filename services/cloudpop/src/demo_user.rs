@@ -25,8 +25,13 @@ pub fn ensure(users_file: &Path, pop3: SocketAddr) -> anyhow::Result<()> {
     ensure_domain(&mut directory, &login)?;
     let password = random_password()?;
     directory.add_user(&login, &Secret::new(password.as_bytes()))?;
-    directory.save(users_file).with_context(|| format!("cannot write users file {}", users_file.display()))?;
-    println!("cloudpop: first start, so a demo user was created in {}", users_file.display());
+    directory
+        .save(users_file)
+        .with_context(|| format!("cannot write users file {}", users_file.display()))?;
+    println!(
+        "cloudpop: first start, so a demo user was created in {}",
+        users_file.display()
+    );
     println!("  login:    {DEMO_LOGIN}");
     println!("  password: {password}   (shown only this once)");
     println!("  connect:  {}", pop_url(DEMO_LOGIN, pop3));
@@ -53,6 +58,10 @@ fn random_password() -> anyhow::Result<String> {
     // 15 random bytes → 20 characters of an unambiguous alphabet (~75 bits).
     const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789";
     let mut random = [0u8; 20];
-    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness for the demo password: {e}"))?;
-    Ok(random.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
+    getrandom::fill(&mut random)
+        .map_err(|e| anyhow::anyhow!("no randomness for the demo password: {e}"))?;
+    Ok(random
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect())
 }

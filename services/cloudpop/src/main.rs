@@ -3,7 +3,10 @@
 //! `cloudpop` alone runs role `all`, the embedded single-machine default. See the README for
 //! every role and option.
 
-#![allow(unreachable_pub, reason = "a binary has no public API; `pub` marks what a module offers")]
+#![allow(
+    unreachable_pub,
+    reason = "a binary has no public API; `pub` marks what a module offers"
+)]
 
 mod admin;
 mod cli;
@@ -46,15 +49,26 @@ fn run(role: Role, config: Config) -> anyhow::Result<()> {
             println!("{}", toml::to_string_pretty(&config)?);
             return Ok(());
         }
-        Role::All => Listeners { pop3: true, lmtp: true },
-        Role::Pop3 => Listeners { pop3: true, lmtp: false },
-        Role::Lmtp => Listeners { pop3: false, lmtp: true },
+        Role::All => Listeners {
+            pop3: true,
+            lmtp: true,
+        },
+        Role::Pop3 => Listeners {
+            pop3: true,
+            lmtp: false,
+        },
+        Role::Lmtp => Listeners {
+            pop3: false,
+            lmtp: true,
+        },
     };
     let format = match config.log.format {
         LogFormatName::Text => LogFormat::Text,
         LogFormatName::Json => LogFormat::Json,
     };
     init_logging(&config.log.level, format)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(roles::serve(config, listeners))
 }

@@ -60,7 +60,11 @@ pub async fn serve(config: Config, listeners: Listeners) -> anyhow::Result<()> {
     }
     let admin = bind("admin HTTP", config.admin.listen).await?;
     let readiness = Readiness::new(shutdown.clone()).with_check("store", store_check(store));
-    tasks.spawn(cloudpop_telemetry::serve_admin(admin, readiness, shutdown.clone()));
+    tasks.spawn(cloudpop_telemetry::serve_admin(
+        admin,
+        readiness,
+        shutdown.clone(),
+    ));
     info!("cloudpop ready");
 
     wait_for_signal().await;
@@ -84,7 +88,9 @@ pub async fn serve(config: Config, listeners: Listeners) -> anyhow::Result<()> {
 
 /// Binds a listener and announces its real address on stdout (port 0 picks a free port).
 async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))?;
     let local = listener.local_addr()?;
     println!("cloudpop: {what} listening on {local}");
     Ok(listener)

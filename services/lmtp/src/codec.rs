@@ -73,9 +73,8 @@ mod tests {
                             events.push(Event::Command(Ok(Command::Data)));
                             data = Some((DataDecoder::new(max_size), BytesMut::new()));
                         }
-                        other => events.push(Event::Command(
-                            other.transpose().unwrap_or(Err(CodecError::UnknownCommand)),
-                        )),
+                        Ok(Some(command)) => events.push(Event::Command(Ok(command))),
+                        Err(error) => events.push(Event::Command(Err(error))),
                     }
                 }
                 assert!(src.len() <= max_line.max(chunk) + chunk);
@@ -97,7 +96,7 @@ mod tests {
 
     #[test]
     fn every_chunk_size_decodes_the_same_conversation() {
-        let whole = decode_script(SCRIPT, SCRIPT.len(), 48, 30);
+        let whole = decode_script(SCRIPT, SCRIPT.len(), 48, 40);
         assert_eq!(
             whole,
             vec![
@@ -120,7 +119,7 @@ mod tests {
                 Event::Data(
                     b"Subject: x\r\n\r\n.stuffed\r\nbare lf\r\n".to_vec(),
                     DataEnd {
-                        size: 32,
+                        size: 33,
                         too_large: false
                     }
                 ),
@@ -146,7 +145,7 @@ mod tests {
         );
         for chunk in 1..=SCRIPT.len() {
             assert_eq!(
-                decode_script(SCRIPT, chunk, 48, 30),
+                decode_script(SCRIPT, chunk, 48, 40),
                 whole,
                 "chunk size {chunk}"
             );
@@ -170,7 +169,7 @@ mod tests {
                         6 => any::<u8>(),
                         1 => Just(b'D'), 1 => Just(b'A'), 1 => Just(b'T'),
                     ],
-                    0..2000,
+                    0..1000,
                 ),
                 chunk in 1usize..300,
                 max_line in 2usize..64,

@@ -11,10 +11,12 @@ use tokio::process::Command;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 async fn run(command: &mut Command) -> Output {
-    let output = tokio::time::timeout(CLIENT_TIMEOUT, command.kill_on_drop(true).output())
-        .await
-        .expect("client timed out")
-        .expect("client could not be started");
+    let running = command.kill_on_drop(true).output();
+    let output = match tokio::time::timeout(CLIENT_TIMEOUT, running).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) => panic!("client could not be started: {error}"),
+        Err(_) => panic!("client timed out"),
+    };
     assert!(
         output.status.success(),
         "client failed: {}\nstdout:\n{}\nstderr:\n{}",

@@ -113,7 +113,10 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder for lines of at most `max_line` octets including the CRLF.
     pub fn new(max_line: usize) -> Self {
-        Self { max_line, discarding: false }
+        Self {
+            max_line,
+            discarding: false,
+        }
     }
 
     /// Decodes the next command from `buf`, consuming its line.
@@ -197,14 +200,18 @@ fn parse_command(keyword: &[u8], args: &[&str]) -> Result<Command, ProtocolError
     match keyword {
         b"USER" => match args {
             [name] => Ok(Command::User((*name).to_owned())),
-            _ => Err(ProtocolError::BadArguments("USER needs exactly one argument")),
+            _ => Err(ProtocolError::BadArguments(
+                "USER needs exactly one argument",
+            )),
         },
         b"APOP" => match args {
             [name, digest] => Ok(Command::Apop {
                 name: (*name).to_owned(),
                 digest: Secret::new(digest.as_bytes()),
             }),
-            _ => Err(ProtocolError::BadArguments("APOP needs a name and a digest")),
+            _ => Err(ProtocolError::BadArguments(
+                "APOP needs a name and a digest",
+            )),
         },
         b"STAT" => no_args(args, Command::Stat, "STAT takes no argument"),
         b"NOOP" => no_args(args, Command::Noop, "NOOP takes no argument"),
@@ -220,14 +227,20 @@ fn parse_command(keyword: &[u8], args: &[&str]) -> Result<Command, ProtocolError
                 message: message_number(message)?,
                 lines: line_count(lines)?,
             }),
-            _ => Err(ProtocolError::BadArguments("TOP needs a message number and a line count")),
+            _ => Err(ProtocolError::BadArguments(
+                "TOP needs a message number and a line count",
+            )),
         },
         _ => Err(ProtocolError::Unknown),
     }
 }
 
 fn no_args(args: &[&str], command: Command, why: &'static str) -> Result<Command, ProtocolError> {
-    if args.is_empty() { Ok(command) } else { Err(ProtocolError::BadArguments(why)) }
+    if args.is_empty() {
+        Ok(command)
+    } else {
+        Err(ProtocolError::BadArguments(why))
+    }
 }
 
 fn optional_number(args: &[&str]) -> Result<Option<MessageNumber>, ProtocolError> {
@@ -271,7 +284,10 @@ fn line_count(s: &str) -> Result<u32, ProtocolError> {
 mod tests {
     use super::*;
 
-    fn decode_all(decoder: &mut Decoder, buf: &mut BytesMut) -> Vec<Result<Command, ProtocolError>> {
+    fn decode_all(
+        decoder: &mut Decoder,
+        buf: &mut BytesMut,
+    ) -> Vec<Result<Command, ProtocolError>> {
         let mut out = Vec::new();
         loop {
             match decoder.decode(buf) {
@@ -298,7 +314,13 @@ mod tests {
             ("DELE 4294967295", Command::Dele(num(u32::MAX))),
             ("noop", Command::Noop),
             ("rset", Command::Rset),
-            ("top 1 0", Command::Top { message: num(1), lines: 0 }),
+            (
+                "top 1 0",
+                Command::Top {
+                    message: num(1),
+                    lines: 0,
+                },
+            ),
             ("uidl", Command::Uidl(None)),
             ("quit", Command::Quit),
             ("capa", Command::Capa),
@@ -311,8 +333,26 @@ mod tests {
 
     #[test]
     fn refuses_bad_numbers() {
-        for line in ["RETR 0", "RETR -1", "RETR +1", "RETR 01", "RETR 99999999999", "RETR 4294967296", "RETR x", "RETR", "RETR 1 2", "TOP 1", "TOP 1 -1"] {
-            assert!(matches!(parse_line(line.as_bytes()), Err(ProtocolError::BadArguments(_))), "{line}");
+        for line in [
+            "RETR 0",
+            "RETR -1",
+            "RETR +1",
+            "RETR 01",
+            "RETR 99999999999",
+            "RETR 4294967296",
+            "RETR x",
+            "RETR",
+            "RETR 1 2",
+            "TOP 1",
+            "TOP 1 -1",
+        ] {
+            assert!(
+                matches!(
+                    parse_line(line.as_bytes()),
+                    Err(ProtocolError::BadArguments(_))
+                ),
+                "{line}"
+            );
         }
     }
 
@@ -324,15 +364,26 @@ mod tests {
         assert_eq!(parse_line(b"RETRIEVE 1"), Err(ProtocolError::Unknown));
         assert_eq!(parse_line(b"US\0ER a"), Err(ProtocolError::InvalidBytes));
         assert_eq!(parse_line(&[0xff, 0xfe]), Err(ProtocolError::InvalidBytes));
-        assert!(matches!(parse_line(b"NOOP x"), Err(ProtocolError::BadArguments(_))));
+        assert!(matches!(
+            parse_line(b"NOOP x"),
+            Err(ProtocolError::BadArguments(_))
+        ));
     }
 
     #[test]
     fn over_long_line_is_one_error_then_resync() {
         let mut decoder = Decoder::new(16);
-        let mut buf = BytesMut::from(&b"NOOP\r\nUSER aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nSTAT\r\n"[..]);
+        let mut buf =
+            BytesMut::from(&b"NOOP\r\nUSER aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nSTAT\r\n"[..]);
         let got = decode_all(&mut decoder, &mut buf);
-        assert_eq!(got, vec![Ok(Command::Noop), Err(ProtocolError::LineTooLong), Ok(Command::Stat)]);
+        assert_eq!(
+            got,
+            vec![
+                Ok(Command::Noop),
+                Err(ProtocolError::LineTooLong),
+                Ok(Command::Stat)
+            ]
+        );
     }
 
     #[test]
@@ -356,7 +407,10 @@ mod tests {
         let line = format!("USER {}\r\n", "a".repeat(255 - 7));
         assert_eq!(line.len(), 255);
         let mut buf = BytesMut::from(line.as_bytes());
-        assert!(matches!(decoder.decode(&mut buf), Ok(Some(Command::User(_)))));
+        assert!(matches!(
+            decoder.decode(&mut buf),
+            Ok(Some(Command::User(_)))
+        ));
         let line = format!("USER {}\r\n", "a".repeat(255 - 6));
         let mut buf = BytesMut::from(line.as_bytes());
         assert_eq!(decoder.decode(&mut buf), Err(ProtocolError::LineTooLong));
@@ -366,6 +420,9 @@ mod tests {
     fn bare_lf_ends_a_line() {
         let mut decoder = Decoder::new(64);
         let mut buf = BytesMut::from(&b"NOOP\nSTAT\r\n"[..]);
-        assert_eq!(decode_all(&mut decoder, &mut buf), vec![Ok(Command::Noop), Ok(Command::Stat)]);
+        assert_eq!(
+            decode_all(&mut decoder, &mut buf),
+            vec![Ok(Command::Noop), Ok(Command::Stat)]
+        );
     }
 }

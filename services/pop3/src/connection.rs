@@ -71,13 +71,23 @@ struct Connection<S> {
 }
 
 /// Serves one POP3 connection to its end.
-pub(crate) async fn serve<S>(stream: S, deps: Arc<Pop3Deps>, info: ConnectionInfo, shutdown: CancellationToken)
-where
+pub(crate) async fn serve<S>(
+    stream: S,
+    deps: Arc<Pop3Deps>,
+    info: ConnectionInfo,
+    shutdown: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
     let mut session = Session::new(deps.clone(), info);
-    let mut conn = Connection { stream, deps: deps.clone(), out: BytesMut::new(), bytes_sent: 0, next_renewal: None };
+    let mut conn = Connection {
+        stream,
+        deps: deps.clone(),
+        out: BytesMut::new(),
+        bytes_sent: 0,
+        next_renewal: None,
+    };
     let outcome = conn.run(&mut session, &shutdown).await;
     // Anything but QUIT ends without UPDATE: nothing is deleted (RFC 1939 §6).
     session.abandon().await;
@@ -105,7 +115,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // Answer every complete command already received, in order (RFC 2449 §6.6).
             loop {
                 if shutdown.is_cancelled() {
-                    return self.say_goodbye(Response::err_code(RespCode::SysTemp, "server shutting down"), Outcome::Shutdown).await;
+                    return self
+                        .say_goodbye(
+                            Response::err_code(RespCode::SysTemp, "server shutting down"),
+                            Outcome::Shutdown,
+                        )
+                        .await;
                 }
                 let reply = match decoder.decode(&mut input) {
                     Ok(Some(command)) => session.handle(command).await,
@@ -177,7 +192,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     async fn renew_if_due(&mut self, session: &Session) -> Result<(), WriteError> {
         match self.next_renewal {
             Some(due) if Instant::now() >= due => {
-                if self.renew(session).await { Ok(()) } else { Err(WriteError::Store) }
+                if self.renew(session).await {
+                    Ok(())
+                } else {
+                    Err(WriteError::Store)
+                }
             }
             _ => Ok(()),
         }

@@ -37,7 +37,10 @@ impl RespCode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     Ok(String),
-    Err { code: Option<RespCode>, text: String },
+    Err {
+        code: Option<RespCode>,
+        text: String,
+    },
 }
 
 impl Response {
@@ -46,11 +49,17 @@ impl Response {
     }
 
     pub fn err(text: impl Into<String>) -> Self {
-        Response::Err { code: None, text: text.into() }
+        Response::Err {
+            code: None,
+            text: text.into(),
+        }
     }
 
     pub fn err_code(code: RespCode, text: impl Into<String>) -> Self {
-        Response::Err { code: Some(code), text: text.into() }
+        Response::Err {
+            code: Some(code),
+            text: text.into(),
+        }
     }
 
     pub fn is_ok(&self) -> bool {
@@ -139,7 +148,12 @@ pub enum Reply {
     /// `+OK` line, then stuffed lines, then the terminating `.`.
     Multiline(Response, MultilineBody),
     /// `+OK` line, then a message streamed from the store, stuffed on the fly, then `.`.
-    Message { status: Response, body: MessageReader, limit: BodyLimit, size: u64 },
+    Message {
+        status: Response,
+        body: MessageReader,
+        limit: BodyLimit,
+        size: u64,
+    },
     /// A status line after which the connection is closed.
     Close(Response),
 }
@@ -171,7 +185,12 @@ impl fmt::Debug for Reply {
         match self {
             Reply::Single(r) => f.debug_tuple("Single").field(r).finish(),
             Reply::Multiline(r, b) => f.debug_tuple("Multiline").field(r).field(b).finish(),
-            Reply::Message { status, limit, size, .. } => f
+            Reply::Message {
+                status,
+                limit,
+                size,
+                ..
+            } => f
                 .debug_struct("Message")
                 .field("status", status)
                 .field("limit", limit)

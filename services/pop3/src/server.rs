@@ -29,7 +29,11 @@ pub struct Pop3Deps {
 ///
 /// On shutdown the listener closes at once; each session finishes the response it is
 /// sending, says `-ERR [SYS/TEMP]` and closes without UPDATE.
-pub async fn run(listener: TcpListener, deps: Arc<Pop3Deps>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    deps: Arc<Pop3Deps>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let sessions = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(deps.config.max_connections));
     loop {
@@ -50,7 +54,11 @@ pub async fn run(listener: TcpListener, deps: Arc<Pop3Deps>, shutdown: Cancellat
             sessions.spawn(refuse(stream));
             continue;
         };
-        let info = ConnectionInfo { client_addr: Some(peer), local_addr: stream.local_addr().ok(), tls: false };
+        let info = ConnectionInfo {
+            client_addr: Some(peer),
+            local_addr: stream.local_addr().ok(),
+            tls: false,
+        };
         let span = info_span!("pop3_session", client = %peer);
         let deps = deps.clone();
         let shutdown = shutdown.clone();

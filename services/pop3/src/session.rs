@@ -77,7 +77,15 @@ impl Transaction {
     fn new(principal: Principal, lease: Lease, messages: Vec<MessageEntry>) -> Self {
         let total_octets = messages.iter().map(|m| m.size).sum();
         let deleted = vec![false; messages.len()];
-        Self { principal, lease, messages, deleted, deleted_count: 0, deleted_octets: 0, total_octets }
+        Self {
+            principal,
+            lease,
+            messages,
+            deleted,
+            deleted_count: 0,
+            deleted_octets: 0,
+            total_octets,
+        }
     }
 
     fn live_count(&self) -> usize {
@@ -122,7 +130,10 @@ fn no_such_message() -> Reply {
 impl Session {
     /// A new session in the AUTHORIZATION state.
     pub fn new(deps: Arc<Pop3Deps>, info: ConnectionInfo) -> Self {
-        let apop_challenge = deps.authenticator.apop_offered().then(|| apop_challenge(&deps.config.hostname));
+        let apop_challenge = deps
+            .authenticator
+            .apop_offered()
+            .then(|| apop_challenge(&deps.config.hostname));
         Self {
             deps,
             info,
@@ -204,19 +215,42 @@ impl Session {
                 (State::Authorization(auth), Response::ok("send PASS").into())
             }
             Command::Pass(password) => match pending_user {
-                Some(login) => self.login(auth, login, Credential::Password(password)).await,
-                None => (State::Authorization(auth), Response::err("USER first").into()),
+                Some(login) => {
+                    self.login(auth, login, Credential::Password(password))
+                        .await
+                }
+                None => (
+                    State::Authorization(auth),
+                    Response::err("USER first").into(),
+                ),
             },
             Command::Apop { name, digest } => match self.apop_challenge.clone() {
-                Some(challenge) => self.login(auth, name, Credential::Apop { challenge, digest }).await,
-                None => (State::Authorization(auth), Response::err("APOP is not available").into()),
+                Some(challenge) => {
+                    self.login(auth, name, Credential::Apop { challenge, digest })
+                        .await
+                }
+                None => (
+                    State::Authorization(auth),
+                    Response::err("APOP is not available").into(),
+                ),
             },
-            Command::Quit => (State::Closed, Reply::Close(Response::ok("cloudpop signing off"))),
-            _ => (State::Authorization(auth), Response::err("not allowed before login").into()),
+            Command::Quit => (
+                State::Closed,
+                Reply::Close(Response::ok("cloudpop signing off")),
+            ),
+            _ => (
+                State::Authorization(auth),
+                Response::err("not allowed before login").into(),
+            ),
         }
     }
 
-    async fn login(&mut self, auth: Authorization, login: String, credential: Credential) -> (State, Reply) {
+    async fn login(
+        &mut self,
+        auth: Authorization,
+        login: String,
+        credential: Credential,
+    ) -> (State, Reply) {
         let request = AuthRequest {
             login,
             credential,
@@ -232,12 +266,16 @@ impl Session {
         let lease = match self.deps.lock.acquire(&principal.maildrop, lock_ttl).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
-                let reply = Response::err_code(RespCode::InUse, "maildrop is in use by another session");
+                let reply =
+                    Response::err_code(RespCode::InUse, "maildrop is in use by another session");
                 return (State::Authorization(auth), reply.into());
             }
             Err(e) => {
                 warn!(error = %e, "maildrop lock unavailable at login");
-                return (State::Authorization(auth), temp_failure("maildrop lock unavailable, try again later"));
+                return (
+                    State::Authorization(auth),
+                    temp_failure("maildrop lock unavailable, try again later"),
+                );
             }
         };
         // RFC 1939 §4: the listing is a snapshot; numbering stays fixed for the session.
@@ -246,12 +284,19 @@ impl Session {
             Err(e) => {
                 warn!(error = %e, "message store unavailable at login");
                 self.release(&lease).await;
-                return (State::Authorization(auth), temp_failure("maildrop unavailable, try again later"));
+                return (
+                    State::Authorization(auth),
+                    temp_failure("maildrop unavailable, try again later"),
+                );
             }
         };
         self.stats.login = Some(principal.login.clone());
         let txn = Transaction::new(principal, lease, messages);
-        let reply = Response::ok(format!("maildrop has {} messages ({} octets)", txn.live_count(), txn.live_octets()));
+        let reply = Response::ok(format!(
+            "maildrop has {} messages ({} octets)",
+            txn.live_count(),
+            txn.live_octets()
+        ));
         (State::Transaction(txn), reply.into())
     }
 
@@ -262,14 +307,24 @@ impl Session {
                 auth.failures += 1;
                 self.stats.auth_failures += 1;
                 if auth.failures >= self.deps.config.max_auth_failures {
-                    let reply = Response::err_code(RespCode::Auth, "authentication failed; too many failures");
+                    let reply = Response::err_code(
+                        RespCode::Auth,
+                        "authentication failed; too many failures",
+                    );
                     return (State::Closed, Reply::Close(reply));
                 }
                 Response::err_code(RespCode::Auth, "authentication failed")
             }
-            AuthFailure::LoginTooSoon => Response::err_code(RespCode::LoginDelay, "login too soon after the last one"),
-            AuthFailure::Temporary(_) => Response::err_code(RespCode::SysTemp, "authentication unavailable, try again later"),
-            AuthFailure::Permanent(_) => Response::err_code(RespCode::SysPerm, "account unavailable"),
+            AuthFailure::LoginTooSoon => {
+                Response::err_code(RespCode::LoginDelay, "login too soon after the last one")
+            }
+            AuthFailure::Temporary(_) => Response::err_code(
+                RespCode::SysTemp,
+                "authentication unavailable, try again later",
+            ),
+            AuthFailure::Permanent(_) => {
+                Response::err_code(RespCode::SysPerm, "account unavailable")
+            }
         };
         if let AuthFailure::Temporary(reason) | AuthFailure::Permanent(reason) = &failure {
             warn!(%reason, "login refused");
@@ -279,13 +334,19 @@ impl Session {
 
     async fn transaction(&mut self, mut txn: Transaction, command: Command) -> (State, Reply) {
         let reply = match command {
-            Command::Stat => Response::ok(format!("{} {}", txn.live_count(), txn.live_octets())).into(),
+            Command::Stat => {
+                Response::ok(format!("{} {}", txn.live_count(), txn.live_octets())).into()
+            }
             Command::List(None) => {
                 let mut body = crate::reply::MultilineBody::new();
                 for (n, m) in txn.live() {
                     body.push_line(format_args!("{n} {}", m.size));
                 }
-                let status = format!("{} messages ({} octets)", txn.live_count(), txn.live_octets());
+                let status = format!(
+                    "{} messages ({} octets)",
+                    txn.live_count(),
+                    txn.live_octets()
+                );
                 Reply::Multiline(Response::ok(status), body)
             }
             Command::List(Some(n)) => match txn.get(n) {
@@ -304,7 +365,9 @@ impl Session {
                 None => no_such_message(),
             },
             Command::Retr(n) => self.open(&txn, n, BodyLimit::Whole).await,
-            Command::Top { message, lines } => self.open(&txn, message, BodyLimit::TopLines(lines)).await,
+            Command::Top { message, lines } => {
+                self.open(&txn, message, BodyLimit::TopLines(lines)).await
+            }
             Command::Dele(n) => match txn.get(n).map(|m| m.size) {
                 Some(size) => {
                     // RFC 1939 §5: DELE only marks; the message is removed in UPDATE.
@@ -320,10 +383,17 @@ impl Session {
                 txn.deleted.iter_mut().for_each(|d| *d = false);
                 txn.deleted_count = 0;
                 txn.deleted_octets = 0;
-                Response::ok(format!("maildrop has {} messages ({} octets)", txn.live_count(), txn.live_octets())).into()
+                Response::ok(format!(
+                    "maildrop has {} messages ({} octets)",
+                    txn.live_count(),
+                    txn.live_octets()
+                ))
+                .into()
             }
             Command::Quit => return (State::Closed, self.update(txn).await),
-            Command::User(_) | Command::Pass(_) | Command::Apop { .. } => Response::err("already logged in").into(),
+            Command::User(_) | Command::Pass(_) | Command::Apop { .. } => {
+                Response::err("already logged in").into()
+            }
             Command::Capa => self.capa(),
         };
         (State::Transaction(txn), reply)
@@ -333,7 +403,12 @@ impl Session {
         let Some(entry) = txn.get(n) else {
             return no_such_message();
         };
-        match self.deps.store.open(&txn.principal.maildrop, &entry.uid).await {
+        match self
+            .deps
+            .store
+            .open(&txn.principal.maildrop, &entry.uid)
+            .await
+        {
             Ok(body) => {
                 if limit == BodyLimit::Whole {
                     self.stats.retrieved += 1;
@@ -342,9 +417,16 @@ impl Session {
                     BodyLimit::Whole => Response::ok(format!("{} octets", entry.size)),
                     BodyLimit::TopLines(_) => Response::ok("top of message follows"),
                 };
-                Reply::Message { status, body, limit, size: entry.size }
+                Reply::Message {
+                    status,
+                    body,
+                    limit,
+                    size: entry.size,
+                }
             }
-            Err(StoreError::NotFound) => Response::err(format!("message {n} no longer exists")).into(),
+            Err(StoreError::NotFound) => {
+                Response::err(format!("message {n} no longer exists")).into()
+            }
             Err(e) => {
                 warn!(error = %e, "message store unavailable during retrieval");
                 temp_failure("message temporarily unavailable, try again later")
@@ -365,19 +447,31 @@ impl Session {
                 "maildrop lock lost; no messages were deleted",
             ));
         }
-        let outcome = self.deps.store.delete(&txn.principal.maildrop, &marked).await;
+        let outcome = self
+            .deps
+            .store
+            .delete(&txn.principal.maildrop, &marked)
+            .await;
         self.release(&txn.lease).await;
         self.stats.deleted = outcome.deleted.len() as u64;
         let left = txn.messages.len() - outcome.deleted.len();
         if outcome.failed.is_empty() {
-            Reply::Close(Response::ok(format!("cloudpop signing off ({left} messages left)")))
+            Reply::Close(Response::ok(format!(
+                "cloudpop signing off ({left} messages left)"
+            )))
         } else {
-            warn!(failed = outcome.failed.len(), "some deletions failed at UPDATE");
+            warn!(
+                failed = outcome.failed.len(),
+                "some deletions failed at UPDATE"
+            );
             // RFC 1939 §6: -ERR if some deleted messages were not removed; they stay and are
             // served again next time.
             Reply::Close(Response::err_code(
                 RespCode::SysTemp,
-                format!("{} messages could not be deleted and remain", outcome.failed.len()),
+                format!(
+                    "{} messages could not be deleted and remain",
+                    outcome.failed.len()
+                ),
             ))
         }
     }
@@ -406,7 +500,10 @@ fn apop_challenge(hostname: &str) -> String {
     let mut random = [0u8; 8];
     // Without randomness the time and process id still make the challenge unique enough.
     let _ = getrandom::fill(&mut random);
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
     format!("<{hex}.{secs}.{}@{hostname}>", std::process::id())
 }

@@ -104,7 +104,11 @@ mod tests {
     fn all_chunkings(message: &[u8], limit: BodyLimit) -> Vec<u8> {
         let reference = stuff(message, limit, message.len().max(1));
         for chunk in 1..=message.len().max(1) {
-            assert_eq!(stuff(message, limit, chunk), reference, "chunk size {chunk}");
+            assert_eq!(
+                stuff(message, limit, chunk),
+                reference,
+                "chunk size {chunk}"
+            );
         }
         reference
     }
@@ -118,7 +122,10 @@ mod tests {
 
     #[test]
     fn adds_missing_final_crlf_only_when_needed() {
-        assert_eq!(all_chunkings(b"a\r\nb", BodyLimit::Whole), b"a\r\nb\r\n.\r\n");
+        assert_eq!(
+            all_chunkings(b"a\r\nb", BodyLimit::Whole),
+            b"a\r\nb\r\n.\r\n"
+        );
         assert_eq!(all_chunkings(b"a\r\n", BodyLimit::Whole), b"a\r\n.\r\n");
         assert_eq!(all_chunkings(b"", BodyLimit::Whole), b".\r\n");
     }
@@ -126,16 +133,25 @@ mod tests {
     #[test]
     fn top_sends_header_blank_line_and_n_lines() {
         let msg = b"A: 1\r\nB: 2\r\n\r\nl1\r\n.l2\r\nl3\r\n";
-        assert_eq!(all_chunkings(msg, BodyLimit::TopLines(0)), b"A: 1\r\nB: 2\r\n\r\n.\r\n");
+        assert_eq!(
+            all_chunkings(msg, BodyLimit::TopLines(0)),
+            b"A: 1\r\nB: 2\r\n\r\n.\r\n"
+        );
         assert_eq!(
             all_chunkings(msg, BodyLimit::TopLines(2)),
             b"A: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\n.\r\n"
         );
-        assert_eq!(all_chunkings(msg, BodyLimit::TopLines(99)), [&msg[..], b".\r\n"].concat());
+        assert_eq!(
+            all_chunkings(msg, BodyLimit::TopLines(99)),
+            b"A: 1\r\nB: 2\r\n\r\nl1\r\n..l2\r\nl3\r\n.\r\n"
+        );
     }
 
     #[test]
     fn top_of_a_message_without_body_sends_it_whole() {
-        assert_eq!(all_chunkings(b"A: 1\r\nB: 2", BodyLimit::TopLines(0)), b"A: 1\r\nB: 2\r\n.\r\n");
+        assert_eq!(
+            all_chunkings(b"A: 1\r\nB: 2", BodyLimit::TopLines(0)),
+            b"A: 1\r\nB: 2\r\n.\r\n"
+        );
     }
 }

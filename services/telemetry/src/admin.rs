@@ -25,14 +25,20 @@ pub struct Readiness {
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<_> = self.checks.iter().map(|(n, _)| *n).collect();
-        f.debug_struct("Readiness").field("draining", &self.draining.is_cancelled()).field("checks", &names).finish()
+        f.debug_struct("Readiness")
+            .field("draining", &self.draining.is_cancelled())
+            .field("checks", &names)
+            .finish()
     }
 }
 
 impl Readiness {
     /// Readiness that fails once `draining` is cancelled.
     pub fn new(draining: CancellationToken) -> Self {
-        Self { draining, checks: Vec::new() }
+        Self {
+            draining,
+            checks: Vec::new(),
+        }
     }
 
     /// Adds a named dependency check.
@@ -56,18 +62,28 @@ impl Readiness {
                 }
             }
         }
-        let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         (status, body)
     }
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` is cancelled.
-pub async fn serve_admin(listener: TcpListener, readiness: Readiness, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve_admin(
+    listener: TcpListener,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .with_state(Arc::new(readiness));
-    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, String) {

@@ -23,9 +23,13 @@ pub struct LoggingError {
 /// Installs the global subscriber. `level` is an `EnvFilter` directive such as `info` or
 /// `cloudpop_pop3=debug,info`.
 pub fn init_logging(level: &str, format: LogFormat) -> Result<(), LoggingError> {
-    let filter = EnvFilter::try_new(level)
-        .map_err(|e| LoggingError { level: level.to_owned(), reason: e.to_string() })?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_new(level).map_err(|e| LoggingError {
+        level: level.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second initialisation (tests) is not an error worth failing over.
     let _ = match format {
         LogFormat::Text => builder.try_init(),

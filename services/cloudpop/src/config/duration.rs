@@ -7,11 +7,13 @@ use serde::{Deserialize, Deserializer};
 /// Parses `"<digits><unit>"` with unit `ms`, `s`, `m` or `h`.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; use a number and a unit, like \"30s\" or \"10m\""))?;
+    let value: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not a duration; use a number and a unit, like \"30s\" or \"10m\"")
+    })?;
     let millis_per_unit = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -60,14 +62,27 @@ mod tests {
         assert_eq!(parse("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "10", "s", "-1s", "1.5s", "10 parsecs", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "-1s",
+            "1.5s",
+            "10 parsecs",
+            "99999999999999999999h",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn formats_round_trip() {
-        for d in [Duration::from_millis(250), Duration::from_secs(45), Duration::from_secs(600), Duration::from_secs(7200)] {
+        for d in [
+            Duration::from_millis(250),
+            Duration::from_secs(45),
+            Duration::from_secs(600),
+            Duration::from_secs(7200),
+        ] {
             assert_eq!(parse(&format(d)), Ok(d));
         }
     }

@@ -15,7 +15,10 @@ const ENV_NOT_OPTIONS: [&str; 1] = ["CLOUDPOP_CONFIG"];
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid environment variable {name}: {message}")]
@@ -26,7 +29,10 @@ pub enum ConfigError {
 
 /// Loads the configuration. `explicit` is `--config`; without it `./cloudpop.toml` is read
 /// if it exists. `env` is the process environment (passed in so tests can choose it).
-pub fn load(explicit: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+pub fn load(
+    explicit: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
     let default_file = Path::new("cloudpop.toml");
     let (path, mut table) = match explicit {
         Some(path) => (path.to_owned(), read_table(path)?),
@@ -41,22 +47,37 @@ pub fn load(explicit: Option<&Path>, env: impl IntoIterator<Item = (String, Stri
     }
     let config: Config = Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Parse { path: path.clone(), message: e.message().to_owned() })?;
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.clone(),
+            message: e.message().to_owned(),
+        })?;
     config.validate().map_err(ConfigError::Invalid)?;
     Ok(config)
 }
 
 fn read_table(path: &Path) -> Result<Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-    text.parse::<Table>().map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse::<Table>().map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 /// Sets the option named by `CLOUDPOP_A__B` to `value`. Integers and booleans are typed;
 /// everything else is a string.
 fn apply_env(table: &mut Table, name: &str, value: &str) -> Result<(), ConfigError> {
-    let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(str::to_ascii_lowercase).collect();
+    let path: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
     if path.iter().any(String::is_empty) {
-        return Err(ConfigError::Env { name: name.to_owned(), message: "empty key segment".into() });
+        return Err(ConfigError::Env {
+            name: name.to_owned(),
+            message: "empty key segment".into(),
+        });
     }
     let typed = if let Ok(i) = value.parse::<i64>() {
         Value::Integer(i)
@@ -65,13 +86,23 @@ fn apply_env(table: &mut Table, name: &str, value: &str) -> Result<(), ConfigErr
     } else {
         Value::String(value.to_owned())
     };
-    let (last, parents) = path.split_last().ok_or_else(|| ConfigError::Env { name: name.to_owned(), message: "no key".into() })?;
+    let (last, parents) = path.split_last().ok_or_else(|| ConfigError::Env {
+        name: name.to_owned(),
+        message: "no key".into(),
+    })?;
     let mut node = table;
     for key in parents {
-        let entry = node.entry(key.clone()).or_insert_with(|| Value::Table(Table::new()));
+        let entry = node
+            .entry(key.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
         node = match entry {
             Value::Table(t) => t,
-            _ => return Err(ConfigError::Env { name: name.to_owned(), message: format!("{key} is not a section") }),
+            _ => {
+                return Err(ConfigError::Env {
+                    name: name.to_owned(),
+                    message: format!("{key} is not a section"),
+                });
+            }
         };
     }
     node.insert(last.clone(), typed);
@@ -84,7 +115,10 @@ mod tests {
     use std::io::Write;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -101,7 +135,11 @@ mod tests {
         writeln!(file, "data_dir = \"/srv/a\"\n[pop3]\nlisten = \"127.0.0.1:1\"\nidle_timeout_authorization = \"30s\"").unwrap();
         let config = load(
             Some(file.path()),
-            env(&[("CLOUDPOP_POP3__LISTEN", "127.0.0.1:2"), ("CLOUDPOP_POP3__MAX_AUTH_FAILURES", "5"), ("OTHER", "x")]),
+            env(&[
+                ("CLOUDPOP_POP3__LISTEN", "127.0.0.1:2"),
+                ("CLOUDPOP_POP3__MAX_AUTH_FAILURES", "5"),
+                ("OTHER", "x"),
+            ]),
         )
         .unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/srv/a"));
@@ -115,22 +153,43 @@ mod tests {
         let cases = [
             ("CLOUDPOP_POP3__LISTEN", "nowhere", "pop3"),
             ("CLOUDPOP_POP3__MAX_LINE_LENGTH", "100", "max_line_length"),
-            ("CLOUDPOP_POP3__IDLE_TIMEOUT_TRANSACTION", "5m", "idle_timeout_transaction"),
-            ("CLOUDPOP_POP3__IDLE_TIMEOUT_TRANSACTION", "soon", "duration"),
+            (
+                "CLOUDPOP_POP3__IDLE_TIMEOUT_TRANSACTION",
+                "5m",
+                "idle_timeout_transaction",
+            ),
+            (
+                "CLOUDPOP_POP3__IDLE_TIMEOUT_TRANSACTION",
+                "soon",
+                "duration",
+            ),
             ("CLOUDPOP_POP3__NO_SUCH_OPTION", "1", "no_such_option"),
             ("CLOUDPOP_LOG__FORMAT", "xml", "xml"),
         ];
         for (name, value, needle) in cases {
-            let error = load(Some(Path::new("/dev/null")), env(&[(name, value)])).unwrap_err().to_string();
+            let error = load(Some(Path::new("/dev/null")), env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
             assert!(error.contains(needle), "{name}={value}: {error}");
         }
     }
 
     #[test]
     fn expire_is_never_or_days() {
-        let c = load(Some(Path::new("/dev/null")), env(&[("CLOUDPOP_POP3__EXPIRE", "30")])).unwrap();
+        let c = load(
+            Some(Path::new("/dev/null")),
+            env(&[("CLOUDPOP_POP3__EXPIRE", "30")]),
+        )
+        .unwrap();
         assert_eq!(c.pop3.expire, super::super::ExpireSetting::Days(30));
-        let c = load(Some(Path::new("/dev/null")), env(&[("CLOUDPOP_POP3__EXPIRE", "never")])).unwrap();
-        assert!(matches!(c.pop3.expire, super::super::ExpireSetting::Never(_)));
+        let c = load(
+            Some(Path::new("/dev/null")),
+            env(&[("CLOUDPOP_POP3__EXPIRE", "never")]),
+        )
+        .unwrap();
+        assert!(matches!(
+            c.pop3.expire,
+            super::super::ExpireSetting::Never(_)
+        ));
     }
 }

@@ -56,7 +56,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormatName::Text }
+        Self {
+            level: "info".into(),
+            format: LogFormatName::Text,
+        }
     }
 }
 
@@ -165,7 +168,9 @@ pub struct AdminSection {
 
 impl Default for AdminSection {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9090)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
     }
 }
 
@@ -184,7 +189,11 @@ pub struct UsersSection {
 
 impl Default for UsersSection {
     fn default() -> Self {
-        Self { file: None, reload_interval: Duration::from_secs(1), create_demo_user: true }
+        Self {
+            file: None,
+            reload_interval: Duration::from_secs(1),
+            create_demo_user: true,
+        }
     }
 }
 
@@ -207,19 +216,27 @@ pub struct ShutdownSection {
 
 impl Default for ShutdownSection {
     fn default() -> Self {
-        Self { grace_period: Duration::from_secs(25) }
+        Self {
+            grace_period: Duration::from_secs(25),
+        }
     }
 }
 
 impl Config {
     /// The users file in effect.
     pub fn users_file(&self) -> PathBuf {
-        self.users.file.clone().unwrap_or_else(|| self.data_dir.join("users.toml"))
+        self.users
+            .file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("users.toml"))
     }
 
     /// The root of the filesystem store in effect.
     pub fn store_path(&self) -> PathBuf {
-        self.store.path.clone().unwrap_or_else(|| self.data_dir.join("mail"))
+        self.store
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("mail"))
     }
 
     /// POP3 settings for the front-end crate.
@@ -261,23 +278,62 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let p = &self.pop3;
         let rules: [(bool, &str); 14] = [
-            (p.max_line_length >= 255, "pop3.max_line_length must be at least 255 (RFC 2449 §4)"),
-            (p.max_line_length <= 65_536, "pop3.max_line_length must be at most 65536"),
-            (p.max_auth_failures >= 1, "pop3.max_auth_failures must be at least 1"),
-            (p.max_bad_commands >= 1, "pop3.max_bad_commands must be at least 1"),
-            (p.idle_timeout_authorization >= Duration::from_secs(1), "pop3.idle_timeout_authorization must be at least 1s"),
+            (
+                p.max_line_length >= 255,
+                "pop3.max_line_length must be at least 255 (RFC 2449 §4)",
+            ),
+            (
+                p.max_line_length <= 65_536,
+                "pop3.max_line_length must be at most 65536",
+            ),
+            (
+                p.max_auth_failures >= 1,
+                "pop3.max_auth_failures must be at least 1",
+            ),
+            (
+                p.max_bad_commands >= 1,
+                "pop3.max_bad_commands must be at least 1",
+            ),
+            (
+                p.idle_timeout_authorization >= Duration::from_secs(1),
+                "pop3.idle_timeout_authorization must be at least 1s",
+            ),
             (
                 p.idle_timeout_transaction >= Duration::from_secs(600),
                 "pop3.idle_timeout_transaction must be at least 10m (RFC 1939 §3)",
             ),
-            (p.write_timeout >= Duration::from_secs(1), "pop3.write_timeout must be at least 1s"),
-            (p.lock_ttl >= Duration::from_secs(3), "pop3.lock_ttl must be at least 3s"),
-            (p.max_connections >= 1, "pop3.max_connections must be at least 1"),
-            (p.stream_buffer >= 4096 && p.stream_buffer <= 16 << 20, "pop3.stream_buffer must be between 4096 and 16777216"),
-            (!p.hostname.is_empty() && !p.hostname.contains(char::is_whitespace), "pop3.hostname must be one word"),
-            (self.lmtp.max_message_size >= 1024, "lmtp.max_message_size must be at least 1024"),
-            (self.lmtp.max_recipients >= 1 && self.lmtp.max_connections >= 1, "lmtp.max_recipients and lmtp.max_connections must be at least 1"),
-            (self.lmtp.max_line_length >= 512, "lmtp.max_line_length must be at least 512 (RFC 5321 §4.5.3.1.4)"),
+            (
+                p.write_timeout >= Duration::from_secs(1),
+                "pop3.write_timeout must be at least 1s",
+            ),
+            (
+                p.lock_ttl >= Duration::from_secs(3),
+                "pop3.lock_ttl must be at least 3s",
+            ),
+            (
+                p.max_connections >= 1,
+                "pop3.max_connections must be at least 1",
+            ),
+            (
+                p.stream_buffer >= 4096 && p.stream_buffer <= 16 << 20,
+                "pop3.stream_buffer must be between 4096 and 16777216",
+            ),
+            (
+                !p.hostname.is_empty() && !p.hostname.contains(char::is_whitespace),
+                "pop3.hostname must be one word",
+            ),
+            (
+                self.lmtp.max_message_size >= 1024,
+                "lmtp.max_message_size must be at least 1024",
+            ),
+            (
+                self.lmtp.max_recipients >= 1 && self.lmtp.max_connections >= 1,
+                "lmtp.max_recipients and lmtp.max_connections must be at least 1",
+            ),
+            (
+                self.lmtp.max_line_length >= 512,
+                "lmtp.max_line_length must be at least 512 (RFC 5321 §4.5.3.1.4)",
+            ),
         ];
         match rules.iter().find(|(ok, _)| !ok) {
             Some((_, message)) => Err((*message).to_owned()),

@@ -1,6 +1,6 @@
 //! Test harness: a real server on 127.0.0.1:0 with a real `FsStore` in a temporary
 //! directory, a fixed recipient directory, and a line-oriented LMTP client.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::io;
@@ -20,11 +20,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for any one reply before failing.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
-pub const TENANT: &str = "acme";
+pub(crate) const TENANT: &str = "acme";
 
-pub fn maildrop(mailbox: &str) -> MaildropKey {
+pub(crate) fn maildrop(mailbox: &str) -> MaildropKey {
     MaildropKey::new(
         TenantId::new(TENANT).unwrap(),
         MailboxId::new(mailbox).unwrap(),
@@ -34,12 +34,12 @@ pub fn maildrop(mailbox: &str) -> MaildropKey {
 /// A fixed map of addresses, as a recipient directory would answer. `down@example.com`
 /// always fails temporarily.
 #[derive(Debug)]
-pub struct FixedDirectory {
+pub(crate) struct FixedDirectory {
     users: HashMap<&'static str, &'static str>,
 }
 
 impl FixedDirectory {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let users = HashMap::from([
             ("alice@example.com", "alice"),
             // An alias: a second address of alice's maildrop.
@@ -76,7 +76,7 @@ impl Authenticator for FixedDirectory {
     }
 }
 
-pub fn test_config() -> LmtpConfig {
+pub(crate) fn test_config() -> LmtpConfig {
     LmtpConfig {
         hostname: "lmtp.test".into(),
         ..LmtpConfig::default()
@@ -84,27 +84,31 @@ pub fn test_config() -> LmtpConfig {
 }
 
 /// A running server and the store it delivers to.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub store: FsStore,
-    pub shutdown: CancellationToken,
-    pub handle: JoinHandle<io::Result<()>>,
+pub(crate) struct TestServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) store: FsStore,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) handle: JoinHandle<io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::with_config(test_config()).await
     }
 
-    pub async fn with_config(config: LmtpConfig) -> Self {
+    pub(crate) async fn with_config(config: LmtpConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("mail");
         Self::with_store_root(config, dir, &root).await
     }
 
     /// A server whose store is rooted at `root` (which may be made unusable on purpose).
-    pub async fn with_store_root(config: LmtpConfig, dir: tempfile::TempDir, root: &Path) -> Self {
+    pub(crate) async fn with_store_root(
+        config: LmtpConfig,
+        dir: tempfile::TempDir,
+        root: &Path,
+    ) -> Self {
         let store = FsStore::new(root);
         let deps = LmtpDeps {
             authenticator: Arc::new(FixedDirectory::new()),
@@ -124,12 +128,12 @@ impl TestServer {
         }
     }
 
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         Client::connect(self.addr).await
     }
 
     /// Every message of `mailbox`, oldest first, byte for byte.
-    pub async fn messages(&self, mailbox: &str) -> Vec<(String, Vec<u8>)> {
+    pub(crate) async fn messages(&self, mailbox: &str) -> Vec<(String, Vec<u8>)> {
         let key = maildrop(mailbox);
         let mut messages = Vec::new();
         for entry in self.store.list(&key).await.unwrap() {
@@ -144,14 +148,14 @@ impl TestServer {
 }
 
 /// A plain LMTP client that reads whole (possibly multi-line) replies.
-pub struct Client {
+pub(crate) struct Client {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
-    pub greeting: String,
+    pub(crate) greeting: String,
 }
 
 impl Client {
-    pub async fn connect(addr: SocketAddr) -> Self {
+    pub(crate) async fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).await.unwrap();
         let (read, writer) = stream.into_split();
         let mut client = Self {
@@ -163,12 +167,12 @@ impl Client {
         client
     }
 
-    pub async fn send(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).await.unwrap();
     }
 
     /// One reply; lines joined with `\n`, CRLFs removed.
-    pub async fn reply(&mut self) -> String {
+    pub(crate) async fn reply(&mut self) -> String {
         let mut lines = Vec::new();
         loop {
             let line = self
@@ -184,7 +188,7 @@ impl Client {
     }
 
     /// One line without its CRLF, or `None` at EOF.
-    pub async fn line(&mut self) -> Option<String> {
+    pub(crate) async fn line(&mut self) -> Option<String> {
         let mut line = String::new();
         let n = tokio::time::timeout(WAIT, self.reader.read_line(&mut line))
             .await
@@ -199,18 +203,18 @@ impl Client {
     }
 
     /// Sends one command line and returns its reply.
-    pub async fn cmd(&mut self, line: &str) -> String {
+    pub(crate) async fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes()).await;
         self.reply().await
     }
 
     /// Asserts the server closes the connection next.
-    pub async fn expect_eof(&mut self) {
+    pub(crate) async fn expect_eof(&mut self) {
         assert_eq!(self.line().await, None);
     }
 
     /// LHLO, MAIL and the given RCPTs, each expected to succeed.
-    pub async fn envelope(&mut self, from: &str, to: &[&str]) {
+    pub(crate) async fn envelope(&mut self, from: &str, to: &[&str]) {
         assert!(
             self.cmd("LHLO client.example")
                 .await
@@ -229,7 +233,7 @@ impl Client {
 }
 
 /// The uid from `250 2.0.0 <addr> delivered as <uid>`.
-pub fn delivered_uid(reply: &str, address: &str) -> String {
+pub(crate) fn delivered_uid(reply: &str, address: &str) -> String {
     let prefix = format!("250 2.0.0 <{address}> delivered as ");
     reply
         .strip_prefix(&prefix)
@@ -239,7 +243,7 @@ pub fn delivered_uid(reply: &str, address: &str) -> String {
 
 /// Splits a stored message into its two trace fields and the rest, checking their shape.
 /// Returns (session id, `for` recipient if any, rest of message).
-pub fn split_trace(message: &[u8], sender: &str) -> (String, Option<String>, Vec<u8>) {
+pub(crate) fn split_trace(message: &[u8], sender: &str) -> (String, Option<String>, Vec<u8>) {
     let text = String::from_utf8_lossy(message).into_owned();
     let head = format!(
         "Return-Path: <{sender}>\r\nReceived: from client.example ([127.0.0.1])\r\n\tby lmtp.test (cloudpop) with LMTP id "
@@ -247,7 +251,7 @@ pub fn split_trace(message: &[u8], sender: &str) -> (String, Option<String>, Vec
     let rest = text
         .strip_prefix(&head)
         .unwrap_or_else(|| panic!("trace fields: {text:?}"));
-    let (id, rest) = rest.split_once(|c| c == '\r' || c == ';').unwrap();
+    let (id, rest) = rest.split_once(['\r', ';']).unwrap();
     assert_eq!(id.len(), 16, "session id {id:?}");
     assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
     let (recipient, rest) = if let Some(rest) = rest.strip_prefix("\n\tfor <") {
