@@ -3,7 +3,7 @@
 //! Every server gets its own temporary data directory and users file; ports are chosen by
 //! the kernel (port 0) and read back from the binary's announcement on stdout.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, reason = "test support: a panic is a test failure")]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -49,7 +49,7 @@ pub struct Session {
 #[derive(Debug)]
 enum State {
     Authorization(Authorization),
-    Transaction(Transaction),
+    Transaction(Box<Transaction>),
     /// QUIT was answered, or the session was ended; nothing more is processed.
     Closed,
 }
@@ -291,7 +291,7 @@ impl Session {
             }
         };
         self.stats.login = Some(principal.login.clone());
-        let txn = Transaction::new(principal, lease, messages);
+        let txn = Box::new(Transaction::new(principal, lease, messages));
         let reply = Response::ok(format!(
             "maildrop has {} messages ({} octets)",
             txn.live_count(),
@@ -332,7 +332,7 @@ impl Session {
         (State::Authorization(auth), response.into())
     }
 
-    async fn transaction(&mut self, mut txn: Transaction, command: Command) -> (State, Reply) {
+    async fn transaction(&mut self, mut txn: Box<Transaction>, command: Command) -> (State, Reply) {
         let reply = match command {
             Command::Stat => {
                 Response::ok(format!("{} {}", txn.live_count(), txn.live_octets())).into()
@@ -435,7 +435,7 @@ impl Session {
     }
 
     /// RFC 1939 §6: the UPDATE state, entered only from QUIT in TRANSACTION.
-    async fn update(&mut self, txn: Transaction) -> Reply {
+    async fn update(&mut self, txn: Box<Transaction>) -> Reply {
         let marked = txn.marked();
         let held = self.deps.lock.check(&txn.lease).await;
         if !matches!(held, Ok(true)) {
