@@ -1,59 +1,76 @@
-//! `cloudpop admin user …` for the embedded default's users file.
+//! `cloudpop admin …`: tenants, domains and users, in the users file or on the auth service.
 //!
-//! Writes are atomic (temporary file and rename), and a running server picks them up within
-//! `users.reload_interval`. Secrets are read from standard input, never from arguments,
-//! which would show in `ps` and shell history.
+//! File writes are atomic (temporary file and rename), and a running server picks them up
+//! within `users.reload_interval`; the auth service applies its changes at once. Secrets are
+//! read from standard input, never from arguments, which would show in `ps` and shell
+//! history.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use cloudpop_auth::{Directory, Login, Secret};
+use cloudpop_auth::grpc::AdminClient;
+use cloudpop_auth::{Directory, Login, Secret, TenantInfo, UserId, UserInfo};
+use cloudpop_maildrop::TenantId;
 
-use crate::cli::UserCommand;
-use crate::config::Config;
+use crate::cli::{AdminArgs, AdminCommand, DomainCommand, TenantCommand, UserCommand};
+use crate::config::{AuthBackend, Config};
 use crate::demo_user::ensure_domain;
 use crate::pop_url::pop_url;
 
-/// Runs one user command against the users file named by the configuration.
-pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
-    let path = config.users_file();
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+/// Where the changes go.
+enum Target {
+    /// The users file of the embedded default (`users.file`).
+    File(PathBuf),
+    /// The auth service at `auth.endpoint`.
+    Remote(AdminClient),
+}
+
+/// Runs one admin command.
+pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
+    let target = if args.remote || config.auth.backend == AuthBackend::Grpc {
+        Target::Remote(AdminClient::connect(&config.auth.endpoint, config.auth.timeout).await?)
+    } else {
+        let path = config.users_file();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        Target::File(path)
+    };
+    match args.command {
+        AdminCommand::User(command) => user(config, &target, command).await,
+        AdminCommand::Tenant(command) => tenant(&target, command).await,
+        AdminCommand::Domain(DomainCommand::Add { tenant, domain }) => {
+            let tenant = TenantId::new(tenant).context("invalid tenant id")?;
+            let info = target.add_domain(&tenant, &domain).await?;
+            println!("tenant {} now owns: {}", info.id, info.domains.join(", "));
+            Ok(())
+        }
     }
-    let mut directory = Directory::load(&path)?;
+}
+
+async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::List => {
-            list(&directory);
-            return Ok(());
+            print_users(&target.list_users().await?);
         }
         UserCommand::Add { login } => {
             let login = parse(&login)?;
-            if directory.user(&login).is_some() {
-                bail!(
-                    "user {login} already exists; use `cloudpop admin user passwd {login}` to change its password"
-                );
-            }
-            if ensure_domain(&mut directory, &login)? {
-                eprintln!("domain {} added to tenant default", login.domain());
-            }
             let password = read_secret("Password")?;
             if password.expose().is_empty() {
                 bail!("the password must not be empty");
             }
-            directory.add_user(&login, &password)?;
-            save(&directory, &path)?;
-            println!("added {login}");
-            println!(
-                "  connect: {}",
-                pop_url(&login.to_string(), config.pop3.listen)
-            );
+            let id = target.add_user(&login, &password).await?;
+            println!("added {login} (user id {id})");
+            println!("  connect: {}", pop_url(&login.to_string(), config.pop3.listen));
         }
         UserCommand::Passwd { login } => {
             let login = parse(&login)?;
             let password = read_secret("New password")?;
-            directory.set_password(&login, &password)?;
-            save(&directory, &path)?;
+            if password.expose().is_empty() {
+                bail!("the password must not be empty");
+            }
+            target.edit_user(&login, Edit::Password(password)).await?;
             println!("password of {login} changed");
         }
         UserCommand::Apop { login } => {
@@ -61,51 +78,151 @@ pub fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
             let secret = read_secret("APOP secret (empty removes it)")?;
             let secret = (!secret.expose().is_empty()).then_some(secret);
             let removed = secret.is_none();
-            directory.set_apop_secret(&login, secret.as_ref())?;
-            save(&directory, &path)?;
-            println!(
-                "APOP secret of {login} {}",
-                if removed { "removed" } else { "set" }
-            );
+            target.edit_user(&login, Edit::Apop(secret)).await?;
+            println!("APOP secret of {login} {}", if removed { "removed" } else { "set" });
         }
         UserCommand::Disable { login } => {
             let login = parse(&login)?;
-            directory.set_disabled(&login, true)?;
-            save(&directory, &path)?;
+            target.edit_user(&login, Edit::Disabled(true)).await?;
             println!("{login} disabled");
         }
         UserCommand::Enable { login } => {
             let login = parse(&login)?;
-            directory.set_disabled(&login, false)?;
-            save(&directory, &path)?;
+            target.edit_user(&login, Edit::Disabled(false)).await?;
             println!("{login} enabled");
         }
         UserCommand::Del { login } => {
             let login = parse(&login)?;
-            let id = directory.remove_user(&login)?;
-            save(&directory, &path)?;
+            let id = target.delete_user(&login).await?;
             println!("removed {login}; its stored mail (mailbox {id}) was left in place");
         }
     }
     Ok(())
 }
 
+async fn tenant(target: &Target, command: TenantCommand) -> anyhow::Result<()> {
+    match command {
+        TenantCommand::Add { id, domains } => {
+            let id = TenantId::new(id).context("invalid tenant id")?;
+            let info = target.add_tenant(&id, &domains).await?;
+            println!("tenant {} created; domains: {}", info.id, info.domains.join(", "));
+        }
+        TenantCommand::List => {
+            println!("{:<24} domains", "tenant");
+            for tenant in target.list_tenants().await? {
+                println!("{:<24} {}", tenant.id.to_string(), tenant.domains.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One change to an existing user.
+enum Edit {
+    Password(Secret),
+    Apop(Option<Secret>),
+    Disabled(bool),
+}
+
+impl Target {
+    /// Loads the users file, applies `change`, and saves it atomically.
+    fn with_file<T>(path: &PathBuf, change: impl FnOnce(&mut Directory) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let mut directory = Directory::load(path)?;
+        let result = change(&mut directory)?;
+        directory.save(path).with_context(|| format!("cannot write users file {}", path.display()))?;
+        Ok(result)
+    }
+
+    async fn add_user(&self, login: &Login, password: &Secret) -> anyhow::Result<UserId> {
+        match self {
+            Target::File(path) => Self::with_file(path, |directory| {
+                if directory.user(login).is_some() {
+                    bail!("user {login} already exists; use `cloudpop admin user passwd {login}`");
+                }
+                // The embedded default owns every domain it is asked about.
+                if ensure_domain(directory, login)? {
+                    eprintln!("domain {} added to tenant default", login.domain());
+                }
+                Ok(directory.add_user(login, password)?)
+            }),
+            Target::Remote(client) => Ok(client.add_user(login, password).await?),
+        }
+    }
+
+    async fn edit_user(&self, login: &Login, edit: Edit) -> anyhow::Result<()> {
+        match self {
+            Target::File(path) => Self::with_file(path, |directory| {
+                match &edit {
+                    Edit::Password(password) => directory.set_password(login, password)?,
+                    Edit::Apop(secret) => directory.set_apop_secret(login, secret.as_ref())?,
+                    Edit::Disabled(disabled) => directory.set_disabled(login, *disabled)?,
+                }
+                Ok(())
+            }),
+            Target::Remote(client) => {
+                match &edit {
+                    Edit::Password(password) => client.set_password(login, password).await?,
+                    Edit::Apop(secret) => client.set_apop_secret(login, secret.as_ref()).await?,
+                    Edit::Disabled(disabled) => client.set_disabled(login, *disabled).await?,
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete_user(&self, login: &Login) -> anyhow::Result<UserId> {
+        match self {
+            Target::File(path) => Self::with_file(path, |directory| Ok(directory.remove_user(login)?)),
+            Target::Remote(client) => Ok(client.delete_user(login).await?),
+        }
+    }
+
+    async fn list_users(&self) -> anyhow::Result<Vec<UserInfo>> {
+        match self {
+            Target::File(path) => Ok(Directory::load(path)?.users()),
+            Target::Remote(client) => Ok(client.list_users(None).await?),
+        }
+    }
+
+    async fn add_tenant(&self, id: &TenantId, domains: &[String]) -> anyhow::Result<TenantInfo> {
+        match self {
+            Target::File(path) => Self::with_file(path, |directory| {
+                directory.add_tenant(id.clone(), domains)?;
+                tenant_info(directory, id)
+            }),
+            Target::Remote(client) => Ok(client.create_tenant(id, domains).await?),
+        }
+    }
+
+    async fn add_domain(&self, tenant: &TenantId, domain: &str) -> anyhow::Result<TenantInfo> {
+        match self {
+            Target::File(path) => Self::with_file(path, |directory| {
+                directory.add_domain(tenant, domain)?;
+                tenant_info(directory, tenant)
+            }),
+            Target::Remote(client) => Ok(client.add_domain(tenant, domain).await?),
+        }
+    }
+
+    async fn list_tenants(&self) -> anyhow::Result<Vec<TenantInfo>> {
+        match self {
+            Target::File(path) => Ok(Directory::load(path)?.tenants()),
+            Target::Remote(client) => Ok(client.list_tenants().await?),
+        }
+    }
+}
+
+fn tenant_info(directory: &Directory, id: &TenantId) -> anyhow::Result<TenantInfo> {
+    directory.tenants().into_iter().find(|t| &t.id == id).context("tenant vanished after saving")
+}
+
 fn parse(login: &str) -> anyhow::Result<Login> {
     Login::parse(login).with_context(|| format!("invalid login {login:?}"))
 }
 
-fn save(directory: &Directory, path: &std::path::Path) -> anyhow::Result<()> {
-    directory
-        .save(path)
-        .with_context(|| format!("cannot write users file {}", path.display()))
-}
-
-fn list(directory: &Directory) {
-    println!(
-        "{:<40} {:<20} {:<12} {:<8} apop",
-        "login", "id", "tenant", "state"
-    );
-    for user in directory.users() {
+fn print_users(users: &[UserInfo]) {
+    println!("{:<40} {:<20} {:<12} {:<8} apop", "login", "id", "tenant", "state");
+    for user in users {
         let state = if user.disabled { "disabled" } else { "active" };
         let apop = if user.has_apop_secret { "yes" } else { "no" };
         println!(
@@ -126,10 +243,7 @@ fn read_secret(prompt: &str) -> anyhow::Result<Secret> {
         let _ = std::io::stderr().flush();
     }
     let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read from standard input")?;
+    stdin.lock().read_line(&mut line).context("cannot read from standard input")?;
     let line = line.strip_suffix('\n').unwrap_or(&line);
     let line = line.strip_suffix('\r').unwrap_or(line);
     Ok(Secret::new(line.as_bytes()))

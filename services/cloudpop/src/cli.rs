@@ -34,19 +34,59 @@ pub enum Role {
     Pop3,
     /// Only the LMTP delivery endpoint (and the admin HTTP port).
     Lmtp,
-    /// Manage users of the users file.
-    #[command(subcommand)]
-    Admin(AdminCommand),
+    /// The auth service: gRPC for front-ends and `cloudpop admin --remote` (and admin HTTP).
+    Auth,
+    /// Manage tenants, domains and users: in the users file, or on a running auth service
+    /// with `--remote` (implied by `auth.backend = "grpc"`).
+    Admin(AdminArgs),
     /// Check the configuration and print it with defaults filled in; exit non-zero if invalid.
     CheckConfig,
 }
 
-/// `cloudpop admin …`
+/// `cloudpop admin [--remote] …`
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Talk to the auth service at `auth.endpoint` instead of editing the users file.
+    #[arg(long)]
+    pub remote: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// What to manage.
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
     /// Users: add, change password, set APOP secret, disable, remove, list.
     #[command(subcommand)]
     User(UserCommand),
+    /// Tenants: create, list.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Domains: add one to a tenant.
+    #[command(subcommand)]
+    Domain(DomainCommand),
+}
+
+/// `cloudpop admin tenant …`
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant owning the given domains.
+    Add {
+        /// Tenant id: `a-z`, `0-9` and `-`.
+        id: String,
+        /// A domain the tenant owns (repeatable).
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
+    },
+    /// List tenants and their domains.
+    List,
+}
+
+/// `cloudpop admin domain …`
+#[derive(Debug, Subcommand)]
+pub enum DomainCommand {
+    /// Give a domain to a tenant; logins `…@DOMAIN` then belong to it.
+    Add { tenant: String, domain: String },
 }
 
 /// `cloudpop admin user …`. Secrets are read from standard input, never from arguments.

@@ -9,6 +9,7 @@
 )]
 
 mod admin;
+mod backends;
 mod cli;
 mod config;
 mod demo_user;
@@ -20,9 +21,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use cloudpop_telemetry::{LogFormat, init_logging};
 
-use crate::cli::{AdminCommand, Cli, Role};
+use crate::cli::{Cli, Role};
 use crate::config::{Config, LogFormatName};
-use crate::roles::Listeners;
+use crate::roles::ServingRole;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -43,32 +44,25 @@ fn main() -> ExitCode {
 }
 
 fn run(role: Role, config: Config) -> anyhow::Result<()> {
-    let listeners = match role {
-        Role::Admin(AdminCommand::User(command)) => return admin::user(&config, command),
+    let role = match role {
+        Role::Admin(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            return runtime.block_on(admin::run(&config, args));
+        }
         Role::CheckConfig => {
             println!("{}", toml::to_string_pretty(&config)?);
             return Ok(());
         }
-        Role::All => Listeners {
-            pop3: true,
-            lmtp: true,
-        },
-        Role::Pop3 => Listeners {
-            pop3: true,
-            lmtp: false,
-        },
-        Role::Lmtp => Listeners {
-            pop3: false,
-            lmtp: true,
-        },
+        Role::All => ServingRole::All,
+        Role::Pop3 => ServingRole::Pop3,
+        Role::Lmtp => ServingRole::Lmtp,
+        Role::Auth => ServingRole::Auth,
     };
     let format = match config.log.format {
         LogFormatName::Text => LogFormat::Text,
         LogFormatName::Json => LogFormat::Json,
     };
     init_logging(&config.log.level, format)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(roles::serve(config, listeners))
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(roles::serve(config, role))
 }

@@ -1,81 +1,117 @@
 //! Wiring of the serving roles: build the backends from configuration, bind, serve, drain.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cloudpop_auth::{Authenticator, DirectoryAuthenticator};
-use cloudpop_maildrop::{FsStore, InProcessLock, MaildropLock, MessageStore};
-use cloudpop_telemetry::{Readiness, ReadinessCheck};
+use cloudpop_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::backends;
+use crate::config::{AuthBackend, Config};
 use crate::demo_user;
 
-/// Which listeners this process runs.
-#[derive(Debug, Clone, Copy)]
-pub struct Listeners {
-    pub pop3: bool,
-    pub lmtp: bool,
+/// A serving role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServingRole {
+    /// POP3 and LMTP in one process (the embedded default).
+    All,
+    Pop3,
+    Lmtp,
+    /// The auth service (gRPC).
+    Auth,
 }
 
-/// Runs the serving roles until SIGTERM or SIGINT, then drains within the grace period.
-pub async fn serve(config: Config, listeners: Listeners) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
-    let users_file = config.users_file();
-    if config.users.create_demo_user {
-        demo_user::ensure(&users_file, config.pop3.listen)?;
-    }
-    let shutdown = CancellationToken::new();
-    let directory = DirectoryAuthenticator::open(&users_file)
-        .with_context(|| format!("cannot load users file {}", users_file.display()))?;
-    directory.spawn_reloader(config.users.reload_interval, shutdown.clone());
-    let authenticator: Arc<dyn Authenticator> = Arc::new(directory);
-    let store: Arc<dyn MessageStore> = Arc::new(FsStore::new(config.store_path()));
-    let lock: Arc<dyn MaildropLock> = Arc::new(InProcessLock::default());
+type Task = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-    let mut tasks = JoinSet::new();
-    if listeners.pop3 {
-        let listener = bind("POP3", config.pop3.listen).await?;
-        let deps = Arc::new(cloudpop_pop3::Pop3Deps {
-            authenticator: authenticator.clone(),
-            store: store.clone(),
-            lock,
-            config: config.pop3_config(),
-        });
-        tasks.spawn(cloudpop_pop3::run(listener, deps, shutdown.clone()));
+/// Runs `role` until SIGTERM or SIGINT, then drains within the grace period.
+pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let mut readiness = Readiness::new(shutdown.clone());
+    let mut tasks: Vec<Task> = Vec::new();
+    let uses_users_file = role == ServingRole::Auth || config.auth.backend == AuthBackend::File;
+    if uses_users_file {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     }
-    if listeners.lmtp {
-        let listener = bind("LMTP", config.lmtp.listen).await?;
-        let deps = cloudpop_lmtp::LmtpDeps {
-            authenticator: authenticator.clone(),
-            store: store.clone(),
-            config: config.lmtp_config(),
-        };
-        tasks.spawn(cloudpop_lmtp::run(listener, deps, shutdown.clone()));
+    if role == ServingRole::All && config.auth.backend == AuthBackend::File && config.users.create_demo_user {
+        demo_user::ensure(&config.users_file(), config.pop3.listen)?;
+    }
+
+    if role == ServingRole::Auth {
+        let directory = backends::users_directory(&config, &shutdown)?;
+        let listener = bind("auth gRPC", config.auth.listen).await?;
+        let token = shutdown.clone();
+        tasks.push(Box::pin(async move {
+            cloudpop_auth::grpc::serve(listener, directory, token).await.context("auth gRPC server")
+        }));
+    } else {
+        let (authenticator, auth_check) = backends::authenticator(&config, &shutdown).await?;
+        let (store, store_check) = backends::store(&config)?;
+        readiness = readiness.with_check("store", store_check);
+        if let Some(check) = auth_check {
+            readiness = readiness.with_check("auth", check);
+        }
+        if matches!(role, ServingRole::All | ServingRole::Pop3) {
+            let (lock, lock_check) = backends::lock(&config).await?;
+            if let Some(check) = lock_check {
+                readiness = readiness.with_check("lock", check);
+            }
+            let listener = bind("POP3", config.pop3.listen).await?;
+            let deps = Arc::new(cloudpop_pop3::Pop3Deps {
+                authenticator: authenticator.clone(),
+                store: store.clone(),
+                lock,
+                config: config.pop3_config(),
+            });
+            let token = shutdown.clone();
+            tasks.push(Box::pin(async move { cloudpop_pop3::run(listener, deps, token).await.context("POP3 listener") }));
+        }
+        if matches!(role, ServingRole::All | ServingRole::Lmtp) {
+            let listener = bind("LMTP", config.lmtp.listen).await?;
+            let deps = cloudpop_lmtp::LmtpDeps { authenticator, store, config: config.lmtp_config() };
+            let token = shutdown.clone();
+            tasks.push(Box::pin(async move { cloudpop_lmtp::run(listener, deps, token).await.context("LMTP listener") }));
+        }
     }
     let admin = bind("admin HTTP", config.admin.listen).await?;
-    let readiness = Readiness::new(shutdown.clone()).with_check("store", store_check(store));
-    tasks.spawn(cloudpop_telemetry::serve_admin(
-        admin,
-        readiness,
-        shutdown.clone(),
-    ));
-    info!("cloudpop ready");
+    let token = shutdown.clone();
+    tasks.push(Box::pin(async move {
+        cloudpop_telemetry::serve_admin(admin, readiness, token).await.context("admin HTTP")
+    }));
+    run_until_signal(tasks, shutdown, config.shutdown.grace_period).await
+}
 
-    wait_for_signal().await;
-    info!(grace_period = ?config.shutdown.grace_period, "shutting down: draining sessions");
+async fn run_until_signal(tasks: Vec<Task>, shutdown: CancellationToken, grace: std::time::Duration) -> anyhow::Result<()> {
+    let mut running = JoinSet::new();
+    for task in tasks {
+        running.spawn(task);
+    }
+    info!("cloudpop ready");
+    tokio::select! {
+        () = wait_for_signal() => {}
+        Some(result) = running.join_next() => {
+            // A listener ended on its own: that is a failure, and the process should exit.
+            shutdown.cancel();
+            return match result {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a listener stopped unexpectedly")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow::anyhow!("a listener task failed: {e}")),
+            };
+        }
+    }
+    info!(grace_period = ?grace, "shutting down: draining sessions");
     shutdown.cancel();
-    let drained = tokio::time::timeout(config.shutdown.grace_period, async {
-        while let Some(result) = tasks.join_next().await {
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(result) = running.join_next().await {
             match result {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => error!(error = %e, "listener failed"),
-                Err(e) => error!(error = %e, "listener task panicked"),
+                Ok(Err(e)) => error!(error = %format!("{e:#}"), "listener failed while draining"),
+                Err(e) => error!(error = %e, "listener task failed while draining"),
             }
         }
     })
@@ -88,40 +124,24 @@ pub async fn serve(config: Config, listeners: Listeners) -> anyhow::Result<()> {
 
 /// Binds a listener and announces its real address on stdout (port 0 picks a free port).
 async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))?;
     let local = listener.local_addr()?;
     println!("cloudpop: {what} listening on {local}");
     Ok(listener)
 }
 
-fn store_check(store: Arc<dyn MessageStore>) -> ReadinessCheck {
-    Arc::new(move || {
-        let store = store.clone();
-        Box::pin(async move { store.check().await.map_err(|e| e.to_string()) })
-    })
-}
-
 async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
-                let _ = tokio::signal::ctrl_c().await;
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        Err(e) => {
+            warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -19,7 +19,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid config file {path}: {message}")]
+    #[error("invalid configuration ({path} and CLOUDPOP_* variables): {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid environment variable {name}: {message}")]
     Env { name: String, message: String },
@@ -45,12 +45,14 @@ pub fn load(
         }
         apply_env(&mut table, &name, &value)?;
     }
-    let config: Config = Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| ConfigError::Parse {
+    // The path names the option even when its value came from the environment.
+    let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let option = e.path().to_string();
+        ConfigError::Parse {
             path: path.clone(),
-            message: e.message().to_owned(),
-        })?;
+            message: format!("{option}: {}", e.into_inner().message()),
+        }
+    })?;
     config.validate().map_err(ConfigError::Invalid)?;
     Ok(config)
 }
@@ -66,8 +68,9 @@ fn read_table(path: &Path) -> Result<Table, ConfigError> {
     })
 }
 
-/// Sets the option named by `CLOUDPOP_A__B` to `value`. Integers and booleans are typed;
-/// everything else is a string.
+/// Sets the option named by `CLOUDPOP_A__B` to `value`. A value that reads as a TOML value
+/// (a number, `true`, `["a", "b"]`, a quoted string) is taken as one; anything else is a
+/// plain string, so `127.0.0.1:1110` and `30s` need no quotes.
 fn apply_env(table: &mut Table, name: &str, value: &str) -> Result<(), ConfigError> {
     let path: Vec<String> = name[ENV_PREFIX.len()..]
         .split("__")
@@ -79,13 +82,11 @@ fn apply_env(table: &mut Table, name: &str, value: &str) -> Result<(), ConfigErr
             message: "empty key segment".into(),
         });
     }
-    let typed = if let Ok(i) = value.parse::<i64>() {
-        Value::Integer(i)
-    } else if let Ok(b) = value.parse::<bool>() {
-        Value::Boolean(b)
-    } else {
-        Value::String(value.to_owned())
-    };
+    let typed = format!("v = {value}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| Value::String(value.to_owned()));
     let (last, parents) = path.split_last().ok_or_else(|| ConfigError::Env {
         name: name.to_owned(),
         message: "no key".into(),
@@ -172,6 +173,30 @@ mod tests {
                 .to_string();
             assert!(error.contains(needle), "{name}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn env_values_may_be_lists() {
+        let c = load(
+            Some(Path::new("/dev/null")),
+            env(&[(
+                "CLOUDPOP_LOCK__REDIS__URLS",
+                r#"["redis://a:1", "redis://b:2"]"#,
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.lock.redis.urls, ["redis://a:1", "redis://b:2"]);
+    }
+
+    #[test]
+    fn s3_needs_a_bucket() {
+        let error = load(
+            Some(Path::new("/dev/null")),
+            env(&[("CLOUDPOP_STORE__BACKEND", "s3")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("store.s3.bucket"), "{error}");
     }
 
     #[test]

@@ -26,7 +26,9 @@ pub struct Config {
     pub lmtp: LmtpSection,
     pub admin: AdminSection,
     pub users: UsersSection,
+    pub auth: AuthSection,
     pub store: StoreSection,
+    pub lock: LockSection,
     pub shutdown: ShutdownSection,
 }
 
@@ -39,7 +41,9 @@ impl Default for Config {
             lmtp: LmtpSection::default(),
             admin: AdminSection::default(),
             users: UsersSection::default(),
+            auth: AuthSection::default(),
             store: StoreSection::default(),
+            lock: LockSection::default(),
             shutdown: ShutdownSection::default(),
         }
     }
@@ -197,12 +201,194 @@ impl Default for UsersSection {
     }
 }
 
+/// `[auth]`: how logins and recipients are checked.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `file`: the users file, checked in this process (the embedded default).
+    /// `grpc`: the auth service at `endpoint` (role `auth`).
+    pub backend: AuthBackend,
+    /// The auth service, for `backend = "grpc"` and for `cloudpop admin --remote`.
+    pub endpoint: String,
+    /// Time allowed for one call to the auth service.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Attempts per call when the auth service is unreachable (at least 1).
+    pub max_attempts: u32,
+    /// With `backend = "grpc"`: whether the greeting offers APOP before the service says so.
+    pub apop: bool,
+    /// Where role `auth` serves gRPC.
+    pub listen: SocketAddr,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            backend: AuthBackend::File,
+            endpoint: "http://127.0.0.1:50051".into(),
+            timeout: Duration::from_secs(2),
+            max_attempts: 3,
+            apop: false,
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthBackend {
+    File,
+    Grpc,
+}
+
 /// `[store]`: where messages live.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
+    /// `fs` (files under `path`) or `s3` (the `[store.s3]` bucket).
+    pub backend: StoreBackend,
     /// Root of the filesystem store. Default: `<data_dir>/mail`.
     pub path: Option<PathBuf>,
+    pub s3: S3Section,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Fs,
+            path: None,
+            s3: S3Section::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    Fs,
+    S3,
+}
+
+/// `[store.s3]`: an S3-compatible bucket.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Section {
+    /// Endpoint URL (`http://127.0.0.1:9000`); empty means AWS's regional endpoint.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Key prefix inside the bucket: objects are `{prefix}/{tenant}/{mailbox}/{uid}`.
+    pub prefix: String,
+    pub access_key_id: String,
+    /// Prefer the environment variable `CLOUDPOP_STORE__S3__SECRET_ACCESS_KEY` or
+    /// `secret_access_key_file` to writing the secret into a file that is shared.
+    pub secret_access_key: String,
+    /// A file holding the secret access key (a mounted Kubernetes Secret).
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most non-AWS servers.
+    pub force_path_style: bool,
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one operation, retries included.
+    #[serde(with = "duration")]
+    pub operation_timeout: Duration,
+    /// Attempts per operation (retries with exponential backoff and jitter).
+    pub max_attempts: u32,
+}
+
+impl std::fmt::Debug for S3Section {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Section")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("force_path_style", &self.force_path_style)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for S3Section {
+    fn default() -> Self {
+        Self {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            prefix: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            secret_access_key_file: None,
+            force_path_style: true,
+            connect_timeout: Duration::from_secs(2),
+            operation_timeout: Duration::from_secs(10),
+            max_attempts: 3,
+        }
+    }
+}
+
+/// `[lock]`: the maildrop lock.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockSection {
+    /// `in-process` (one process only) or `redis` (shared by every pod).
+    pub backend: LockBackend,
+    pub redis: RedisSection,
+}
+
+impl Default for LockSection {
+    fn default() -> Self {
+        Self {
+            backend: LockBackend::InProcess,
+            redis: RedisSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockBackend {
+    InProcess,
+    Redis,
+}
+
+/// `[lock.redis]`: Redis or Redis Cluster.
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// One URL (`redis://host:6379`, `rediss://…` for TLS), or the seed nodes of a cluster.
+    pub urls: Vec<String>,
+    /// Whether `urls` are Redis Cluster nodes.
+    pub cluster: bool,
+    /// Prefix of every key cloudpop writes.
+    pub key_prefix: String,
+    /// Time allowed for one Redis command.
+    #[serde(with = "duration")]
+    pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs may carry a password.
+        f.debug_struct("RedisSection")
+            .field("urls", &format_args!("[{} url(s)]", self.urls.len()))
+            .field("cluster", &self.cluster)
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            urls: vec!["redis://127.0.0.1:6379".into()],
+            cluster: false,
+            key_prefix: "cloudpop".into(),
+            command_timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// `[shutdown]`: draining on SIGTERM.
@@ -277,7 +463,7 @@ impl Config {
     /// Checks every rule that types alone don't; the message names the option.
     pub fn validate(&self) -> Result<(), String> {
         let p = &self.pop3;
-        let rules: [(bool, &str); 14] = [
+        let rules = [
             (
                 p.max_line_length >= 255,
                 "pop3.max_line_length must be at least 255 (RFC 2449 §4)",
@@ -333,6 +519,30 @@ impl Config {
             (
                 self.lmtp.max_line_length >= 512,
                 "lmtp.max_line_length must be at least 512 (RFC 5321 §4.5.3.1.4)",
+            ),
+            (
+                self.auth.max_attempts >= 1,
+                "auth.max_attempts must be at least 1",
+            ),
+            (
+                self.auth.timeout >= Duration::from_millis(10),
+                "auth.timeout must be at least 10ms",
+            ),
+            (
+                self.store.backend != StoreBackend::S3 || !self.store.s3.bucket.is_empty(),
+                "store.s3.bucket is required when store.backend = \"s3\"",
+            ),
+            (
+                self.store.s3.max_attempts >= 1,
+                "store.s3.max_attempts must be at least 1",
+            ),
+            (
+                self.lock.backend != LockBackend::Redis || !self.lock.redis.urls.is_empty(),
+                "lock.redis.urls must name at least one server when lock.backend = \"redis\"",
+            ),
+            (
+                self.lock.redis.command_timeout >= Duration::from_millis(10),
+                "lock.redis.command_timeout must be at least 10ms",
             ),
         ];
         match rules.iter().find(|(ok, _)| !ok) {

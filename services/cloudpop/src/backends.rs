@@ -1,0 +1,119 @@
+//! Builds the seams' implementations from configuration: which authenticator, store and
+//! lock a role uses is chosen here, and only here.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use cloudpop_auth::grpc::{GrpcAuthenticator, GrpcClientConfig};
+use cloudpop_auth::{Authenticator, DirectoryAuthenticator};
+use cloudpop_maildrop::{
+    FsStore, InProcessLock, MaildropLock, MessageStore, RedisLock, RedisLockConfig, S3Config, S3Store,
+};
+use cloudpop_telemetry::ReadinessCheck;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AuthBackend, Config, LockBackend, StoreBackend};
+
+/// How often a gRPC front-end asks the auth service whether APOP is offered.
+const CAPABILITIES_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The authenticator, with a readiness check for it.
+pub async fn authenticator(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Arc<dyn Authenticator>, Option<ReadinessCheck>)> {
+    match config.auth.backend {
+        AuthBackend::File => {
+            let directory = users_directory(config, shutdown)?;
+            Ok((Arc::new(directory), None))
+        }
+        AuthBackend::Grpc => {
+            let client = GrpcAuthenticator::new(&GrpcClientConfig {
+                endpoint: config.auth.endpoint.clone(),
+                timeout: config.auth.timeout,
+                max_attempts: config.auth.max_attempts,
+                apop_offered_default: config.auth.apop,
+            })
+            .with_context(|| format!("auth.endpoint {:?}", config.auth.endpoint))?;
+            client.spawn_capabilities_refresh(CAPABILITIES_REFRESH, shutdown.clone());
+            let probe = client.clone();
+            let check: ReadinessCheck = Arc::new(move || {
+                let probe = probe.clone();
+                Box::pin(async move { probe.refresh_capabilities().await.map(|_| ()).map_err(|e| e.to_string()) })
+            });
+            Ok((Arc::new(client), Some(check)))
+        }
+    }
+}
+
+/// The users file as a live directory, reloaded when it changes.
+pub fn users_directory(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<DirectoryAuthenticator> {
+    let path = config.users_file();
+    let directory =
+        DirectoryAuthenticator::open(&path).with_context(|| format!("cannot load users file {}", path.display()))?;
+    directory.spawn_reloader(config.users.reload_interval, shutdown.clone());
+    Ok(directory)
+}
+
+/// The message store, with its readiness check.
+pub fn store(config: &Config) -> anyhow::Result<(Arc<dyn MessageStore>, ReadinessCheck)> {
+    let store: Arc<dyn MessageStore> = match config.store.backend {
+        StoreBackend::Fs => Arc::new(FsStore::new(config.store_path())),
+        StoreBackend::S3 => Arc::new(S3Store::new(s3_config(config)?)),
+    };
+    let probe = store.clone();
+    let check: ReadinessCheck = Arc::new(move || {
+        let probe = probe.clone();
+        Box::pin(async move { probe.check().await.map_err(|e| e.to_string()) })
+    });
+    Ok((store, check))
+}
+
+fn s3_config(config: &Config) -> anyhow::Result<S3Config> {
+    let s3 = &config.store.s3;
+    let secret_access_key = match &s3.secret_access_key_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read store.s3.secret_access_key_file {}", path.display()))?
+            .trim_end()
+            .to_owned(),
+        None => s3.secret_access_key.clone(),
+    };
+    Ok(S3Config {
+        endpoint: (!s3.endpoint.is_empty()).then(|| s3.endpoint.clone()),
+        region: s3.region.clone(),
+        bucket: s3.bucket.clone(),
+        prefix: s3.prefix.clone(),
+        access_key_id: s3.access_key_id.clone(),
+        secret_access_key,
+        force_path_style: s3.force_path_style,
+        connect_timeout: s3.connect_timeout,
+        operation_timeout: s3.operation_timeout,
+        max_attempts: s3.max_attempts,
+    })
+}
+
+/// The maildrop lock, with a readiness check when it has a backend to reach.
+pub async fn lock(config: &Config) -> anyhow::Result<(Arc<dyn MaildropLock>, Option<ReadinessCheck>)> {
+    match config.lock.backend {
+        LockBackend::InProcess => Ok((Arc::new(InProcessLock::default()), None)),
+        LockBackend::Redis => {
+            let redis = &config.lock.redis;
+            let lock = Arc::new(
+                RedisLock::connect(RedisLockConfig {
+                    urls: redis.urls.clone(),
+                    cluster: redis.cluster,
+                    key_prefix: redis.key_prefix.clone(),
+                    command_timeout: redis.command_timeout,
+                })
+                .await
+                .context("lock.redis")?,
+            );
+            let probe = lock.clone();
+            let check: ReadinessCheck = Arc::new(move || {
+                let probe = probe.clone();
+                Box::pin(async move { probe.ping().await.map_err(|e| e.to_string()) })
+            });
+            Ok((lock, Some(check)))
+        }
+    }
+}
