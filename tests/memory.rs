@@ -1,7 +1,11 @@
 //! RETR streams: retrieving a 50 MB message grows the server's memory by a small, bounded
 //! amount, not by the message size (measured with the kernel's peak-RSS counter).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
 
 mod support;
 

@@ -2,7 +2,11 @@
 //! decides the behaviour it checks; where the RFCs leave a choice, the test says which
 //! choice cloudpop made (and the README documents it).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a test failure")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
 
 mod support;
 

@@ -3,7 +3,13 @@
 //! Every server gets its own temporary data directory and users file; ports are chosen by
 //! the kernel (port 0) and read back from the binary's announcement on stdout.
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, reason = "test support: a panic is a test failure")]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test support: a panic is a test failure"
+)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -339,12 +345,15 @@ pub fn run_cli(
         command.current_dir(cwd);
     }
     let mut child = command.spawn().expect("spawn");
-    child
+    let written = child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(format!("{stdin}\n").as_bytes())
-        .expect("write stdin");
+        .write_all(format!("{stdin}\n").as_bytes());
+    // A command that exits without reading its input (a refused configuration) closes the pipe.
+    if let Err(e) = written {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+    }
     let out = child.wait_with_output().expect("wait");
     Output {
         status: out.status,

@@ -6,10 +6,12 @@
 //!
 //! This crate holds the seam, the request and result types, and the user directory: a TOML
 //! file of tenants, domains and users with argon2id password hashes (see [`directory`]),
-//! reloaded when it changes. The gRPC client and server come in their own modules later.
+//! reloaded when it changes, and the gRPC server, front-end client and admin client (see
+//! [`grpc`]).
 
 mod authenticator;
 pub mod directory;
+pub mod grpc;
 mod login;
 mod secret;
 

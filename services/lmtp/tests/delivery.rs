@@ -45,7 +45,7 @@ async fn full_delivery_stores_exact_bytes_with_trace_fields() {
         body,
         "Subject: hi\r\n\r\nH\u{e9}llo\r\n.leading dot\r\n".as_bytes()
     );
-    // The bytes are exactly the trace fields followed by the body.
+    // RFC 5321 §4.4: trace fields go in front; the message is otherwise unchanged.
     let text = String::from_utf8(stored[0].1.clone()).unwrap();
     let received_at = text
         .lines()
@@ -71,8 +71,8 @@ async fn dot_unstuffing_and_line_ending_normalisation() {
     let mut c = server.client().await;
     c.envelope("", &["bob@example.com"]).await;
     assert!(c.cmd("DATA").await.starts_with("354"));
-    // Bare LF and bare CR line endings, stuffed dots, a lone dot after a bare LF (content,
-    // not the end), and a last line that ends in a bare LF before the real end marker.
+    // RFC 5321 §4.5.2 (stuffing) and §4.1.1.4 (only CRLF.CRLF ends the data): bare LF and
+    // bare CR endings, stuffed dots, and a lone dot after a bare LF, which is content.
     c.send(b"A: 1\nB: 2\r\n\r\n...two\r\n..\nmid\rline\n.\r\nlast\r\n.\r\n")
         .await;
     delivered_uid(&c.reply().await, "bob@example.com");
@@ -112,7 +112,7 @@ async fn several_recipients_get_one_reply_each_in_rcpt_order() {
         c.cmd("RCPT TO:<down@example.com>").await,
         "451 4.4.3 <down@example.com>: recipient lookup temporarily unavailable"
     );
-    // An alias of alice, and alice again: one stored copy, a reply for each RCPT.
+    // RFC 2033 §4.2: a reply per RCPT, also for two RCPTs of one maildrop (stored once).
     assert!(
         c.cmd("RCPT TO:<al@example.com>")
             .await
@@ -139,7 +139,7 @@ async fn several_recipients_get_one_reply_each_in_rcpt_order() {
         (bob.as_str(), alice.as_str())
     );
     assert_eq!(bobs[0].1, alices[0].1);
-    // No `for` clause: the copy must not name the other recipients.
+    // RFC 5321 §7.2: no `for` clause, so a copy does not name the other recipients.
     let (_, rcpt, body) = split_trace(&bobs[0].1, "s@ext");
     assert_eq!(rcpt, None);
     assert_eq!(body, b"Subject: to many\r\n\r\nbody\r\n");
@@ -162,7 +162,7 @@ async fn declared_size_over_the_limit_is_552_at_mail() {
         c.cmd("MAIL FROM:<a@b> SIZE=1001").await,
         "552 5.3.4 message too large"
     );
-    // No transaction was started.
+    // RFC 1870 §6.1: the refused MAIL started no transaction.
     assert!(
         c.cmd("RCPT TO:<bob@example.com>")
             .await
@@ -194,7 +194,7 @@ async fn body_over_the_limit_is_552_for_every_recipient_and_the_session_goes_on(
     assert!(server.messages("alice").await.is_empty());
     assert!(server.messages("bob").await.is_empty());
 
-    // Just under the limit (the trace fields do not count) is delivered.
+    // RFC 1870 §4: the size is the message as sent; the trace fields added do not count.
     c.envelope("a@b", &["bob@example.com"]).await;
     assert!(c.cmd("DATA").await.starts_with("354"));
     c.send(format!("{line}{}\r\n.\r\n", "y".repeat(36)).as_bytes())

@@ -22,7 +22,7 @@ async fn idle_client_gets_421_and_is_closed() {
     );
     c.expect_eof().await;
 
-    // The same during DATA.
+    // RFC 5321 §4.5.3.2.7: the server timeout applies while waiting for data too.
     let mut c = server.client().await;
     c.envelope("a@b", &["alice@example.com"]).await;
     assert!(c.cmd("DATA").await.starts_with("354"));
@@ -53,7 +53,6 @@ async fn connections_over_the_cap_get_421() {
         "221 2.0.0 lmtp.test closing connection"
     );
     second.expect_eof().await;
-    // A slot is free again once a session has ended.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let mut c = Client::connect(server.addr).await;
@@ -77,10 +76,9 @@ async fn shutdown_finishes_deliveries_in_progress_then_returns() {
     busy.send(b"Subject: in flight\r\n\r\nfirst half\r\n").await;
 
     server.shutdown.cancel();
-    // A session waiting for a command is closed at once.
+    // RFC 5321 §3.8: a server shutting down answers 421 and closes.
     assert_eq!(idle.reply().await, "421 4.3.2 lmtp.test shutting down");
     idle.expect_eof().await;
-    // `run` does not return while a delivery is in progress.
     let finished_early = tokio::time::timeout(Duration::from_millis(200), async {
         while !server.handle.is_finished() {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -91,7 +89,7 @@ async fn shutdown_finishes_deliveries_in_progress_then_returns() {
         "run returned before the delivery ended"
     );
 
-    // The delivery in progress completes, every recipient gets its reply, then 421.
+    // RFC 2033 §4.2: every recipient gets its reply before the 421 (RFC 5321 §3.8).
     busy.send(b"second half\r\n.\r\n").await;
     delivered_uid(&busy.reply().await, "alice@example.com");
     delivered_uid(&busy.reply().await, "bob@example.com");

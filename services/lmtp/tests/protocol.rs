@@ -47,7 +47,7 @@ async fn bad_sequences_are_503() {
         c.cmd("DATA").await,
         "503 5.5.1 bad sequence of commands: no valid recipients"
     );
-    // RSET ends the transaction; LHLO is kept.
+    // RFC 5321 §4.1.1.5: RSET ends the transaction; LHLO is kept.
     assert_eq!(c.cmd("RSET").await, "250 2.0.0 OK");
     assert!(
         c.cmd("RCPT TO:<bob@example.com>")
@@ -55,7 +55,7 @@ async fn bad_sequences_are_503() {
             .starts_with("503 5.5.1 ")
     );
     assert!(c.cmd("MAIL FROM:<a@b>").await.starts_with("250 2.1.0"));
-    // LHLO again also ends the transaction.
+    // RFC 5321 §4.1.4: LHLO, like EHLO, also ends the transaction.
     c.cmd("LHLO client.example").await;
     assert!(
         c.cmd("RCPT TO:<bob@example.com>")
@@ -114,7 +114,7 @@ async fn parameters_and_paths() {
             .await
             .starts_with("501 5.5.4 ")
     );
-    // The null reverse-path (bounces) is accepted.
+    // RFC 5321 §4.5.5: the null reverse-path (bounces) is accepted.
     assert_eq!(c.cmd("MAIL FROM:<>").await, "250 2.1.0 <> sender OK");
     assert_eq!(
         c.cmd("RCPT TO:<bob@example.com> NOTIFY=NEVER").await,
@@ -139,7 +139,7 @@ async fn overlong_line_is_answered_and_the_session_resyncs() {
     c.send(format!("{long}\r\nNOOP\r\n").as_bytes()).await;
     assert_eq!(c.reply().await, "500 5.5.2 line too long");
     assert_eq!(c.reply().await, "250 2.0.0 OK");
-    // Exactly the limit (2048 with CRLF) is fine.
+    // RFC 5321 §4.5.3.1.4: the limit (2048 here) counts the CRLF.
     let fits = format!("NOOP {}", "x".repeat(2048 - 7));
     assert_eq!(c.cmd(&fits).await, "250 2.0.0 OK");
     assert_eq!(c.cmd(&format!("{fits}x")).await, "500 5.5.2 line too long");
@@ -174,7 +174,6 @@ async fn client_closing_mid_data_delivers_nothing() {
     assert!(c.cmd("DATA").await.starts_with("354"));
     c.send(b"Subject: cut\r\n\r\npartial").await;
     drop(c);
-    // The next session sees the server still serving, and the maildrop still empty.
     let mut c = server.client().await;
     assert_eq!(c.cmd("NOOP").await, "250 2.0.0 OK");
     assert!(server.messages("alice").await.is_empty());

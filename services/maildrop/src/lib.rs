@@ -16,6 +16,8 @@ mod fs_store;
 pub mod ids;
 mod in_process_lock;
 mod lock;
+mod redis_lock;
+mod s3_store;
 mod store;
 mod uid_generator;
 
@@ -23,5 +25,7 @@ pub use fs_store::FsStore;
 pub use ids::{IdError, MailboxId, MaildropKey, TenantId, UniqueId};
 pub use in_process_lock::InProcessLock;
 pub use lock::{Lease, LockError, MaildropLock};
+pub use redis_lock::{RedisLock, RedisLockConfig};
+pub use s3_store::{S3Config, S3RequestCounts, S3Store};
 pub use store::{DeleteOutcome, MessageEntry, MessageReader, MessageStore, StoreError};
 pub use uid_generator::UidGenerator;

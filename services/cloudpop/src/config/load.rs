@@ -19,7 +19,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid configuration ({path} and CLOUDPOP_* variables): {message}")]
+    #[error("invalid configuration (from {path} and CLOUDPOP_* variables): {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid environment variable {name}: {message}")]
     Env { name: String, message: String },
@@ -37,7 +37,7 @@ pub fn load(
     let (path, mut table) = match explicit {
         Some(path) => (path.to_owned(), read_table(path)?),
         None if default_file.exists() => (default_file.to_owned(), read_table(default_file)?),
-        None => (PathBuf::from("(defaults)"), Table::new()),
+        None => (PathBuf::from("built-in defaults"), Table::new()),
     };
     for (name, value) in env {
         if !name.starts_with(ENV_PREFIX) || ENV_NOT_OPTIONS.contains(&name.as_str()) {

@@ -559,7 +559,7 @@ mod tests {
     fn overlong_lines_are_reported_once_and_resync() {
         let limit = 16;
         let mut d = CommandDecoder::new(limit);
-        // Exactly the limit, CRLF included, is fine.
+        // RFC 5321 §4.5.3.1.4: the limit counts the CRLF.
         let ok = format!("NOOP {}\r\n", "x".repeat(limit - 7));
         let mut buf = BytesMut::from(ok.as_bytes());
         assert_eq!(decode_all(&mut d, &mut buf), vec![Ok(Command::Noop)]);
@@ -570,12 +570,14 @@ mod tests {
             vec![Err(CodecError::LineTooLong { limit })]
         );
 
-        // A long line arriving in pieces never holds more than the limit.
         let mut buf = BytesMut::new();
         for _ in 0..100 {
             buf.extend_from_slice(b"yyyyyyyyyy");
             assert_eq!(decode_all(&mut d, &mut buf), vec![]);
-            assert!(buf.len() <= limit);
+            assert!(
+                buf.len() <= limit,
+                "a long line in pieces is never held whole"
+            );
         }
         buf.extend_from_slice(b"yy\r\nQUIT\r\n");
         assert_eq!(

@@ -153,14 +153,28 @@ impl DataDecoder {
     }
 
     fn emit(&mut self, out: &mut BytesMut, bytes: &[u8]) {
-        let was_over = self.size > self.limit;
+        let before = self.size;
         self.size = self.size.saturating_add(bytes.len() as u64);
         if self.size <= self.limit {
+            if out.capacity() - out.len() < bytes.len() {
+                let allowed = usize::try_from(self.limit - before).unwrap_or(usize::MAX);
+                grow(out, bytes.len(), allowed);
+            }
             out.extend_from_slice(bytes);
-        } else if !was_over {
+        } else if before <= self.limit {
             *out = BytesMut::new();
         }
     }
+}
+
+/// Makes room for `needed` more bytes, doubling like a `Vec` would, but never reserving
+/// more than the `allowed` bytes the limit still lets in, so the buffer's capacity stays
+/// within what it was given plus the limit.
+fn grow(out: &mut BytesMut, needed: usize, allowed: usize) {
+    let extra = out.len().max(needed).min(allowed).max(needed);
+    let mut bigger = BytesMut::with_capacity(out.len() + extra);
+    bigger.extend_from_slice(out);
+    *out = bigger;
 }
 
 #[cfg(test)]
@@ -239,7 +253,7 @@ mod tests {
 
     #[test]
     fn only_crlf_dot_crlf_ends_the_data() {
-        // A lone dot after a bare line ending, or followed by one, is content.
+        // RFC 5321 §4.1.1.4: only CRLF.CRLF ends the data; other lone dots are content.
         assert_eq!(body(b"a\n.\r\nb\r\n.\r\n"), b"a\r\n.\r\nb\r\n");
         assert_eq!(body(b"a\r.\r\nb\r\n.\r\n"), b"a\r\n.\r\nb\r\n");
         assert_eq!(body(b"a\r\n.\nb\r\n.\r\n"), b"a\r\n.\r\nb\r\n");
@@ -290,6 +304,31 @@ mod tests {
                 .is_some_and(|e| e.too_large)
         );
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn buffer_capacity_stays_within_the_limit() {
+        let limit = 10_000;
+        let mut decoder = DataDecoder::new(limit);
+        let prefix = b"Return-Path: <>\r\n";
+        let mut out = BytesMut::from(&prefix[..]);
+        let mut src = BytesMut::new();
+        for _ in 0..1000 {
+            src.extend_from_slice(b"12345678\r\n");
+            assert_eq!(decoder.decode(&mut src, &mut out), None);
+        }
+        assert_eq!(out.len() as u64, prefix.len() as u64 + limit);
+        assert!(
+            out.capacity() as u64 <= prefix.len() as u64 + limit,
+            "{}",
+            out.capacity()
+        );
+        src.extend_from_slice(b".\r\n");
+        assert!(
+            decoder
+                .decode(&mut src, &mut out)
+                .is_some_and(|end| !end.too_large)
+        );
     }
 
     #[test]
@@ -347,7 +386,7 @@ mod tests {
                     prop_assert_eq!(end.too_large, end.size > limit);
                     if !end.too_large {
                         prop_assert_eq!(end.size, whole.0.len() as u64);
-                        // Every line of the output ends with CRLF; no bare CR or LF remains.
+                        // RFC 5322 §2.3: CR and LF occur only together, as CRLF.
                         prop_assert!(whole.0.is_empty() || whole.0.ends_with(b"\r\n"));
                         let bare = whole.0.windows(2).enumerate().any(|(i, w)| {
                             (w[0] == b'\r' && w[1] != b'\n')

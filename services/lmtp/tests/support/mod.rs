@@ -31,8 +31,8 @@ pub(crate) fn maildrop(mailbox: &str) -> MaildropKey {
     )
 }
 
-/// A fixed map of addresses, as a recipient directory would answer. `down@example.com`
-/// always fails temporarily.
+/// A fixed map of addresses, as a recipient directory would answer. `al@example.com` is an
+/// alias of alice's maildrop; `down@example.com` always fails temporarily.
 #[derive(Debug)]
 pub(crate) struct FixedDirectory {
     users: HashMap<&'static str, &'static str>,
@@ -42,7 +42,6 @@ impl FixedDirectory {
     pub(crate) fn new() -> Self {
         let users = HashMap::from([
             ("alice@example.com", "alice"),
-            // An alias: a second address of alice's maildrop.
             ("al@example.com", "alice"),
             ("bob@example.com", "bob"),
             ("carol@example.com", "carol"),

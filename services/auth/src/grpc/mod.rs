@@ -1,0 +1,29 @@
+//! The auth service over gRPC: the server, the front-ends' client and the admin client.
+//!
+//! - [`serve`] runs `cloudpop.auth.v1.AuthService` and `cloudpop.admin.v1.AdminService` (plus
+//!   gRPC health and reflection) over a [`DirectoryAuthenticator`](crate::DirectoryAuthenticator).
+//! - [`GrpcAuthenticator`] is the [`Authenticator`](crate::Authenticator) seam over the
+//!   network, for POP3 and LMTP front-ends that do not hold the directory themselves. Any
+//!   failure to get an answer is [`AuthFailure::Temporary`](crate::AuthFailure::Temporary):
+//!   a dependency being down is never reported as bad credentials.
+//! - [`AdminClient`] is the typed client `cloudpop admin` uses to edit the directory remotely.
+//!
+//! The wire contracts are in the `cloudpop-proto` crate. Conversions validate everything
+//! received: ids, logins and enums from the other side are parsed, never trusted. No message
+//! in either direction carries a stored secret; the only secrets on the wire are what a client
+//! sent to prove itself and new passwords sent by an administrator.
+//!
+//! Not here: TLS on the gRPC port, and authentication of admin callers. Both services share
+//! one listener, so whoever can reach it can edit the directory: keep the port private
+//! (loopback or a NetworkPolicy) until admin calls are authenticated.
+
+mod admin_client;
+mod admin_service;
+mod auth_service;
+mod client;
+mod convert;
+mod server;
+
+pub use admin_client::{AdminClient, AdminError};
+pub use client::{GrpcAuthenticator, GrpcClientConfig, GrpcClientError};
+pub use server::{ServeError, serve};

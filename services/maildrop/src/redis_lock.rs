@@ -1,0 +1,340 @@
+//! The Redis maildrop lock: one lease key per maildrop, on a single Redis node or a Redis
+//! Cluster, shared by every pod that serves POP3.
+//!
+//! - acquire: `SET key token NX PX ttl` with a fresh random token.
+//! - renew: compare-and-extend, release: compare-and-delete, both as Lua scripts so the
+//!   token comparison and the change happen atomically inside Redis (`EVALSHA`, falling back
+//!   to `SCRIPT LOAD` when Redis answers `NOSCRIPT`, e.g. after a restart).
+//! - check: `GET` and compare.
+//!
+//! Keys are `{prefix}:lock:{<tenant>/<mailbox>}`; the braces are a Redis Cluster hash tag, so
+//! every key of one maildrop hashes to the same slot, whatever is added later.
+//!
+//! The connection is lazy: [`RedisLock::connect`] dials nothing, so a pod starts while Redis
+//! is down and reports it through [`RedisLock::ping`] (readiness). Every call is bounded by
+//! [`RedisLockConfig::command_timeout`]; a failing or slow call returns
+//! [`LockError::Unavailable`] and drops the connection, and the next call dials a new one
+//! (see `connection` for why that call is not retried at once).
+//!
+//! This module does not decide what a lost lease means for a session; the caller does.
+
+mod config;
+mod connection;
+
+use std::fmt::{self, Write};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{RedisError, RedisResult, Script, Value, cmd};
+use tracing::debug;
+
+pub use config::RedisLockConfig;
+use connection::{Connection, Reconnecting};
+
+use crate::ids::MaildropKey;
+use crate::lock::{Lease, LockError, MaildropLock};
+
+/// Random bytes in a lease token (hex-encoded, so twice as many characters).
+const TOKEN_BYTES: usize = 16;
+
+/// Longest ttl sent to Redis: a larger `PX` overflows Redis's clock and is refused, and a
+/// century is "practically forever" for a lease.
+const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Compare-and-extend: `PEXPIRE` only if the key still holds the caller's token.
+const RENEW_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// Compare-and-delete: `DEL` only if the key still holds the caller's token.
+const RELEASE_LUA: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Maildrop leases in Redis (single node or Cluster), with the [`MaildropLock`] contract.
+///
+/// Cheap to share behind an `Arc`; all calls may run concurrently over one multiplexed
+/// connection. A lease survives a Redis restart only if Redis persists its data; a restart
+/// without persistence makes every lease read as lost (`renew`/`check` return `false`),
+/// which ends those sessions without UPDATE — safe, never a second holder.
+pub struct RedisLock {
+    connection: Reconnecting,
+    key_prefix: String,
+    command_timeout: Duration,
+    renew_script: Script,
+    release_script: Script,
+}
+
+impl fmt::Debug for RedisLock {
+    // The scripts are left out: their source is long and says nothing about this instance.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLock")
+            .field("connection", &self.connection)
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLock {
+    /// Validates `config` and builds the lock without dialing Redis.
+    ///
+    /// Succeeds while Redis is down: the first call that needs Redis dials it, and until it
+    /// answers each call (and [`RedisLock::ping`]) returns [`LockError::Unavailable`]. Fails
+    /// only for a configuration that can never work (no URL, an unparsable URL, several URLs
+    /// without `cluster`, a key prefix with `{`/`}`, a zero timeout).
+    pub async fn connect(config: RedisLockConfig) -> Result<Self, LockError> {
+        config
+            .validate()
+            .map_err(|why| LockError::Unavailable(format!("invalid Redis lock config: {why}")))?;
+        let connection = Reconnecting::new(&config).map_err(|e| {
+            LockError::Unavailable(format!("invalid Redis lock config: bad Redis URL: {e}"))
+        })?;
+        debug!(config = ?config, "redis lock configured; connecting on first use");
+        Ok(Self {
+            connection,
+            key_prefix: config.key_prefix,
+            command_timeout: config.command_timeout,
+            renew_script: Script::new(RENEW_LUA),
+            release_script: Script::new(RELEASE_LUA),
+        })
+    }
+
+    /// Whether Redis answers (every primary, on a Cluster) within the command timeout; for
+    /// readiness checks.
+    pub async fn ping(&self) -> Result<(), LockError> {
+        self.run("ping", None, |mut conn| async move {
+            cmd("PING").query_async::<Value>(&mut conn).await
+        })
+        .await?;
+        debug!(op = "ping", outcome = "ok", "redis lock");
+        Ok(())
+    }
+
+    /// The Redis key of `key`'s lease: `{prefix}:lock:{tenant/mailbox}`. The braces are the
+    /// Cluster hash tag; ids are `[a-z0-9-]`, so they cannot contain a brace themselves.
+    fn redis_key(&self, key: &MaildropKey) -> String {
+        format!(
+            "{}:lock:{{{}/{}}}",
+            self.key_prefix, key.tenant, key.mailbox
+        )
+    }
+
+    /// Runs `command` on the current connection (dialing one if needed) within the command
+    /// timeout. A failure that may have broken the connection, or no answer in time, drops
+    /// the connection, so the next call dials afresh instead of reusing a dead socket.
+    async fn run<T, F, Fut>(
+        &self,
+        op: &'static str,
+        key: Option<&MaildropKey>,
+        command: F,
+    ) -> Result<T, LockError>
+    where
+        F: FnOnce(Connection) -> Fut + Send,
+        Fut: Future<Output = RedisResult<T>> + Send,
+    {
+        // Which connection the attempt used, so that a timeout (which drops the attempt
+        // future) can still discard exactly that one and not a newer one.
+        let used = AtomicU64::new(0);
+        let attempt = async {
+            let (generation, conn) = self.connection.get().await?;
+            used.store(generation, Ordering::Relaxed);
+            command(conn).await
+        };
+        let error = match tokio::time::timeout(self.command_timeout, attempt).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => {
+                if breaks_connection(&e) {
+                    self.connection.discard(used.load(Ordering::Relaxed));
+                }
+                format!("redis {op} failed: {e}")
+            }
+            Err(_elapsed) => {
+                self.connection.discard(used.load(Ordering::Relaxed));
+                format!("redis {op} got no answer within {:?}", self.command_timeout)
+            }
+        };
+        match key {
+            Some(key) => {
+                debug!(op, maildrop = %key, outcome = "unavailable", error = %error, "redis lock")
+            }
+            None => debug!(op, outcome = "unavailable", error = %error, "redis lock"),
+        }
+        Err(LockError::Unavailable(error))
+    }
+
+    /// Runs a compare-and-change script on `lease`'s key; `true` if the token matched.
+    async fn compare_and(
+        &self,
+        op: &'static str,
+        script: &Script,
+        lease: &Lease,
+        extra_arg: Option<u64>,
+    ) -> Result<bool, LockError> {
+        let redis_key = self.redis_key(&lease.key);
+        let changed: i64 = self
+            .run(op, Some(&lease.key), |mut conn| async move {
+                let mut invocation = script.key(&redis_key);
+                invocation.arg(&lease.token);
+                if let Some(arg) = extra_arg {
+                    invocation.arg(arg);
+                }
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        let held = changed == 1;
+        debug!(op, maildrop = %lease.key, outcome = outcome(held), "redis lock");
+        Ok(held)
+    }
+}
+
+#[async_trait]
+impl MaildropLock for RedisLock {
+    async fn acquire(&self, key: &MaildropKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        let token = new_token()?;
+        let redis_key = self.redis_key(key);
+        let reply: Value = self
+            .run("acquire", Some(key), |mut conn| {
+                let mut set = cmd("SET");
+                set.arg(&redis_key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms(ttl));
+                async move { set.query_async(&mut conn).await }
+            })
+            .await?;
+        match reply {
+            Value::Okay => {
+                debug!(op = "acquire", maildrop = %key, outcome = "acquired", "redis lock");
+                Ok(Some(Lease {
+                    key: key.clone(),
+                    token,
+                    ttl,
+                }))
+            }
+            Value::Nil => {
+                debug!(op = "acquire", maildrop = %key, outcome = "held elsewhere", "redis lock");
+                Ok(None)
+            }
+            other => Err(LockError::Unavailable(format!(
+                "redis acquire: unexpected reply to SET NX: {other:?}"
+            ))),
+        }
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<bool, LockError> {
+        let script = &self.renew_script;
+        self.compare_and("renew", script, lease, Some(ttl_ms(lease.ttl)))
+            .await
+    }
+
+    async fn check(&self, lease: &Lease) -> Result<bool, LockError> {
+        let redis_key = self.redis_key(&lease.key);
+        let current: Option<String> = self
+            .run("check", Some(&lease.key), |mut conn| {
+                let mut get = cmd("GET");
+                get.arg(&redis_key);
+                async move { get.query_async(&mut conn).await }
+            })
+            .await?;
+        let held = current.as_deref() == Some(lease.token.as_str());
+        debug!(op = "check", maildrop = %lease.key, outcome = outcome(held), "redis lock");
+        Ok(held)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        let script = &self.release_script;
+        self.compare_and("release", script, lease, None).await
+    }
+}
+
+fn outcome(held: bool) -> &'static str {
+    if held { "held" } else { "lost" }
+}
+
+/// Whether `e` may mean the connection is dead or desynchronised, so it must be replaced.
+/// Server replies such as `LOADING` or `READONLY` leave the connection usable.
+fn breaks_connection(e: &RedisError) -> bool {
+    e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout()
+}
+
+/// `ttl` in whole milliseconds for `PX`/`PEXPIRE`, within what Redis accepts (at least 1).
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(MAX_TTL_MS)
+        .clamp(1, MAX_TTL_MS)
+}
+
+fn new_token() -> Result<String, LockError> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| LockError::Unavailable(format!("no randomness for a lock token: {e}")))?;
+    let mut token = String::with_capacity(2 * TOKEN_BYTES);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(token, "{byte:02x}");
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{MailboxId, TenantId};
+
+    async fn lock(prefix: &str) -> RedisLock {
+        RedisLock::connect(RedisLockConfig {
+            key_prefix: prefix.to_owned(),
+            ..RedisLockConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_carry_the_maildrop_as_a_hash_tag() {
+        let key = MaildropKey::new(
+            TenantId::new("acme").unwrap(),
+            MailboxId::new("bob").unwrap(),
+        );
+        assert_eq!(
+            lock("cloudpop").await.redis_key(&key),
+            "cloudpop:lock:{acme/bob}"
+        );
+        assert_eq!(
+            lock("pop-eu").await.redis_key(&key),
+            "pop-eu:lock:{acme/bob}"
+        );
+    }
+
+    #[test]
+    fn ttls_stay_within_what_redis_accepts() {
+        assert_eq!(ttl_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(ttl_ms(Duration::ZERO), 1);
+        assert_eq!(ttl_ms(Duration::from_micros(10)), 1);
+        assert_eq!(ttl_ms(Duration::MAX), MAX_TTL_MS);
+    }
+
+    #[test]
+    fn tokens_are_random_hex() {
+        let (a, b) = (new_token().unwrap(), new_token().unwrap());
+        assert_ne!(a, b);
+        for token in [a, b] {
+            assert_eq!(token.len(), 2 * TOKEN_BYTES);
+            assert!(
+                token
+                    .bytes()
+                    .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            );
+        }
+    }
+}
