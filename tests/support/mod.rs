@@ -11,6 +11,8 @@
     reason = "test support: a panic is a test failure"
 )]
 
+pub mod backends;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -34,6 +36,8 @@ pub struct Server {
     pub pop3: SocketAddr,
     pub lmtp: SocketAddr,
     pub admin: SocketAddr,
+    /// The auth service's gRPC address (role `auth`).
+    pub grpc: SocketAddr,
     env: HashMap<String, String>,
     role: Option<&'static str>,
     pub stdout: Vec<String>,
@@ -60,6 +64,7 @@ impl ServerBuilder {
             ("CLOUDPOP_POP3__LISTEN", "127.0.0.1:0"),
             ("CLOUDPOP_LMTP__LISTEN", "127.0.0.1:0"),
             ("CLOUDPOP_ADMIN__LISTEN", "127.0.0.1:0"),
+            ("CLOUDPOP_AUTH__LISTEN", "127.0.0.1:0"),
             ("CLOUDPOP_USERS__CREATE_DEMO_USER", "false"),
             ("CLOUDPOP_USERS__RELOAD_INTERVAL", "100ms"),
             ("CLOUDPOP_LOG__LEVEL", "info"),
@@ -104,6 +109,7 @@ impl ServerBuilder {
             pop3: unspecified(),
             lmtp: unspecified(),
             admin: unspecified(),
+            grpc: unspecified(),
             env,
             role: self.role,
             stdout: Vec::new(),
@@ -176,11 +182,14 @@ impl Server {
 
     fn wait_for_listeners(&mut self, lines: &mpsc::Receiver<String>) {
         let deadline = Instant::now() + WAIT;
-        let want_pop3 = self.role_has("pop3");
-        let want_lmtp = self.role_has("lmtp");
+        let role = self.role.unwrap_or("all");
+        let want_pop3 = matches!(role, "all" | "pop3");
+        let want_lmtp = matches!(role, "all" | "lmtp");
+        let want_grpc = role == "auth";
         loop {
             let done = (!want_pop3 || self.pop3.port() != 0)
                 && (!want_lmtp || self.lmtp.port() != 0)
+                && (!want_grpc || self.grpc.port() != 0)
                 && self.admin.port() != 0;
             if done {
                 return;
@@ -197,15 +206,13 @@ impl Server {
                 self.pop3 = addr.parse().expect("pop3 addr");
             } else if let Some(addr) = line.strip_prefix("cloudpop: LMTP listening on ") {
                 self.lmtp = addr.parse().expect("lmtp addr");
+            } else if let Some(addr) = line.strip_prefix("cloudpop: auth gRPC listening on ") {
+                self.grpc = addr.parse().expect("grpc addr");
             } else if let Some(addr) = line.strip_prefix("cloudpop: admin HTTP listening on ") {
                 self.admin = addr.parse().expect("admin addr");
             }
             self.stdout.push(line);
         }
-    }
-
-    fn role_has(&self, _what: &str) -> bool {
-        true
     }
 
     /// Waits until `/readyz` answers 200.
@@ -269,6 +276,22 @@ impl Server {
             replies.iter().all(|r| r.starts_with("250")),
             "delivery failed: {replies:?}"
         );
+    }
+
+    /// Starts a killed or stopped auth service again on the same gRPC address.
+    pub fn restart_on(&mut self, grpc: SocketAddr) {
+        self.kill();
+        self.env
+            .insert("CLOUDPOP_AUTH__LISTEN".into(), grpc.to_string());
+        self.spawn();
+    }
+
+    /// Kills the process with SIGKILL, as a crashed node: nothing runs on its way out.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.
@@ -360,6 +383,17 @@ pub fn run_cli(
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs `cloudpop admin --remote ARGS` against the auth service at `grpc`.
+pub fn admin_remote(grpc: SocketAddr, args: &[&str], stdin: &str) -> Output {
+    let env = HashMap::from([(
+        "CLOUDPOP_AUTH__ENDPOINT".to_owned(),
+        format!("http://{grpc}"),
+    )]);
+    let mut full = vec!["admin", "--remote"];
+    full.extend_from_slice(args);
+    run_cli(&env, None, &full, stdin)
 }
 
 fn admin(env: &HashMap<String, String>, args: &[&str], stdin: &str) -> Output {

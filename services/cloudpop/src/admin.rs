@@ -33,7 +33,8 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
     } else {
         let path = config.users_file();
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         Target::File(path)
     };
@@ -62,7 +63,10 @@ async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow:
             }
             let id = target.add_user(&login, &password).await?;
             println!("added {login} (user id {id})");
-            println!("  connect: {}", pop_url(&login.to_string(), config.pop3.listen));
+            println!(
+                "  connect: {}",
+                pop_url(&login.to_string(), config.pop3.listen)
+            );
         }
         UserCommand::Passwd { login } => {
             let login = parse(&login)?;
@@ -79,7 +83,10 @@ async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow:
             let secret = (!secret.expose().is_empty()).then_some(secret);
             let removed = secret.is_none();
             target.edit_user(&login, Edit::Apop(secret)).await?;
-            println!("APOP secret of {login} {}", if removed { "removed" } else { "set" });
+            println!(
+                "APOP secret of {login} {}",
+                if removed { "removed" } else { "set" }
+            );
         }
         UserCommand::Disable { login } => {
             let login = parse(&login)?;
@@ -105,12 +112,20 @@ async fn tenant(target: &Target, command: TenantCommand) -> anyhow::Result<()> {
         TenantCommand::Add { id, domains } => {
             let id = TenantId::new(id).context("invalid tenant id")?;
             let info = target.add_tenant(&id, &domains).await?;
-            println!("tenant {} created; domains: {}", info.id, info.domains.join(", "));
+            println!(
+                "tenant {} created; domains: {}",
+                info.id,
+                info.domains.join(", ")
+            );
         }
         TenantCommand::List => {
             println!("{:<24} domains", "tenant");
             for tenant in target.list_tenants().await? {
-                println!("{:<24} {}", tenant.id.to_string(), tenant.domains.join(", "));
+                println!(
+                    "{:<24} {}",
+                    tenant.id.to_string(),
+                    tenant.domains.join(", ")
+                );
             }
         }
     }
@@ -126,10 +141,15 @@ enum Edit {
 
 impl Target {
     /// Loads the users file, applies `change`, and saves it atomically.
-    fn with_file<T>(path: &PathBuf, change: impl FnOnce(&mut Directory) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    fn with_file<T>(
+        path: &PathBuf,
+        change: impl FnOnce(&mut Directory) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
         let mut directory = Directory::load(path)?;
         let result = change(&mut directory)?;
-        directory.save(path).with_context(|| format!("cannot write users file {}", path.display()))?;
+        directory
+            .save(path)
+            .with_context(|| format!("cannot write users file {}", path.display()))?;
         Ok(result)
     }
 
@@ -172,7 +192,9 @@ impl Target {
 
     async fn delete_user(&self, login: &Login) -> anyhow::Result<UserId> {
         match self {
-            Target::File(path) => Self::with_file(path, |directory| Ok(directory.remove_user(login)?)),
+            Target::File(path) => {
+                Self::with_file(path, |directory| Ok(directory.remove_user(login)?))
+            }
             Target::Remote(client) => Ok(client.delete_user(login).await?),
         }
     }
@@ -213,7 +235,11 @@ impl Target {
 }
 
 fn tenant_info(directory: &Directory, id: &TenantId) -> anyhow::Result<TenantInfo> {
-    directory.tenants().into_iter().find(|t| &t.id == id).context("tenant vanished after saving")
+    directory
+        .tenants()
+        .into_iter()
+        .find(|t| &t.id == id)
+        .context("tenant vanished after saving")
 }
 
 fn parse(login: &str) -> anyhow::Result<Login> {
@@ -221,7 +247,10 @@ fn parse(login: &str) -> anyhow::Result<Login> {
 }
 
 fn print_users(users: &[UserInfo]) {
-    println!("{:<40} {:<20} {:<12} {:<8} apop", "login", "id", "tenant", "state");
+    println!(
+        "{:<40} {:<20} {:<12} {:<8} apop",
+        "login", "id", "tenant", "state"
+    );
     for user in users {
         let state = if user.disabled { "disabled" } else { "active" };
         let apop = if user.has_apop_secret { "yes" } else { "no" };
@@ -243,7 +272,10 @@ fn read_secret(prompt: &str) -> anyhow::Result<Secret> {
         let _ = std::io::stderr().flush();
     }
     let mut line = String::new();
-    stdin.lock().read_line(&mut line).context("cannot read from standard input")?;
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read from standard input")?;
     let line = line.strip_suffix('\n').unwrap_or(&line);
     let line = line.strip_suffix('\r').unwrap_or(line);
     Ok(Secret::new(line.as_bytes()))

@@ -7,7 +7,8 @@ use anyhow::Context;
 use cloudpop_auth::grpc::{GrpcAuthenticator, GrpcClientConfig};
 use cloudpop_auth::{Authenticator, DirectoryAuthenticator};
 use cloudpop_maildrop::{
-    FsStore, InProcessLock, MaildropLock, MessageStore, RedisLock, RedisLockConfig, S3Config, S3Store,
+    FsStore, InProcessLock, MaildropLock, MessageStore, RedisLock, RedisLockConfig, S3Config,
+    S3Store,
 };
 use cloudpop_telemetry::ReadinessCheck;
 use tokio_util::sync::CancellationToken;
@@ -39,7 +40,13 @@ pub async fn authenticator(
             let probe = client.clone();
             let check: ReadinessCheck = Arc::new(move || {
                 let probe = probe.clone();
-                Box::pin(async move { probe.refresh_capabilities().await.map(|_| ()).map_err(|e| e.to_string()) })
+                Box::pin(async move {
+                    probe
+                        .refresh_capabilities()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                })
             });
             Ok((Arc::new(client), Some(check)))
         }
@@ -47,10 +54,13 @@ pub async fn authenticator(
 }
 
 /// The users file as a live directory, reloaded when it changes.
-pub fn users_directory(config: &Config, shutdown: &CancellationToken) -> anyhow::Result<DirectoryAuthenticator> {
+pub fn users_directory(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<DirectoryAuthenticator> {
     let path = config.users_file();
-    let directory =
-        DirectoryAuthenticator::open(&path).with_context(|| format!("cannot load users file {}", path.display()))?;
+    let directory = DirectoryAuthenticator::open(&path)
+        .with_context(|| format!("cannot load users file {}", path.display()))?;
     directory.spawn_reloader(config.users.reload_interval, shutdown.clone());
     Ok(directory)
 }
@@ -73,7 +83,12 @@ fn s3_config(config: &Config) -> anyhow::Result<S3Config> {
     let s3 = &config.store.s3;
     let secret_access_key = match &s3.secret_access_key_file {
         Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read store.s3.secret_access_key_file {}", path.display()))?
+            .with_context(|| {
+                format!(
+                    "cannot read store.s3.secret_access_key_file {}",
+                    path.display()
+                )
+            })?
             .trim_end()
             .to_owned(),
         None => s3.secret_access_key.clone(),
@@ -93,7 +108,9 @@ fn s3_config(config: &Config) -> anyhow::Result<S3Config> {
 }
 
 /// The maildrop lock, with a readiness check when it has a backend to reach.
-pub async fn lock(config: &Config) -> anyhow::Result<(Arc<dyn MaildropLock>, Option<ReadinessCheck>)> {
+pub async fn lock(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn MaildropLock>, Option<ReadinessCheck>)> {
     match config.lock.backend {
         LockBackend::InProcess => Ok((Arc::new(InProcessLock::default()), None)),
         LockBackend::Redis => {

@@ -46,7 +46,9 @@ fn main() -> ExitCode {
 fn run(role: Role, config: Config) -> anyhow::Result<()> {
     let role = match role {
         Role::Admin(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             return runtime.block_on(admin::run(&config, args));
         }
         Role::CheckConfig => {
@@ -63,6 +65,8 @@ fn run(role: Role, config: Config) -> anyhow::Result<()> {
         LogFormatName::Json => LogFormat::Json,
     };
     init_logging(&config.log.level, format)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(roles::serve(config, role))
 }

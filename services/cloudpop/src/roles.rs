@@ -38,7 +38,10 @@ pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     }
-    if role == ServingRole::All && config.auth.backend == AuthBackend::File && config.users.create_demo_user {
+    if role == ServingRole::All
+        && config.auth.backend == AuthBackend::File
+        && config.users.create_demo_user
+    {
         demo_user::ensure(&config.users_file(), config.pop3.listen)?;
     }
 
@@ -47,7 +50,9 @@ pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
         let listener = bind("auth gRPC", config.auth.listen).await?;
         let token = shutdown.clone();
         tasks.push(Box::pin(async move {
-            cloudpop_auth::grpc::serve(listener, directory, token).await.context("auth gRPC server")
+            cloudpop_auth::grpc::serve(listener, directory, token)
+                .await
+                .context("auth gRPC server")
         }));
     } else {
         let (authenticator, auth_check) = backends::authenticator(&config, &shutdown).await?;
@@ -69,24 +74,42 @@ pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
                 config: config.pop3_config(),
             });
             let token = shutdown.clone();
-            tasks.push(Box::pin(async move { cloudpop_pop3::run(listener, deps, token).await.context("POP3 listener") }));
+            tasks.push(Box::pin(async move {
+                cloudpop_pop3::run(listener, deps, token)
+                    .await
+                    .context("POP3 listener")
+            }));
         }
         if matches!(role, ServingRole::All | ServingRole::Lmtp) {
             let listener = bind("LMTP", config.lmtp.listen).await?;
-            let deps = cloudpop_lmtp::LmtpDeps { authenticator, store, config: config.lmtp_config() };
+            let deps = cloudpop_lmtp::LmtpDeps {
+                authenticator,
+                store,
+                config: config.lmtp_config(),
+            };
             let token = shutdown.clone();
-            tasks.push(Box::pin(async move { cloudpop_lmtp::run(listener, deps, token).await.context("LMTP listener") }));
+            tasks.push(Box::pin(async move {
+                cloudpop_lmtp::run(listener, deps, token)
+                    .await
+                    .context("LMTP listener")
+            }));
         }
     }
     let admin = bind("admin HTTP", config.admin.listen).await?;
     let token = shutdown.clone();
     tasks.push(Box::pin(async move {
-        cloudpop_telemetry::serve_admin(admin, readiness, token).await.context("admin HTTP")
+        cloudpop_telemetry::serve_admin(admin, readiness, token)
+            .await
+            .context("admin HTTP")
     }));
     run_until_signal(tasks, shutdown, config.shutdown.grace_period).await
 }
 
-async fn run_until_signal(tasks: Vec<Task>, shutdown: CancellationToken, grace: std::time::Duration) -> anyhow::Result<()> {
+async fn run_until_signal(
+    tasks: Vec<Task>,
+    shutdown: CancellationToken,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
     let mut running = JoinSet::new();
     for task in tasks {
         running.spawn(task);
@@ -124,7 +147,9 @@ async fn run_until_signal(tasks: Vec<Task>, shutdown: CancellationToken, grace: 
 
 /// Binds a listener and announces its real address on stdout (port 0 picks a free port).
 async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))?;
     let local = listener.local_addr()?;
     println!("cloudpop: {what} listening on {local}");
     Ok(listener)

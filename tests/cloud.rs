@@ -1,0 +1,333 @@
+//! Cloud mode end to end: a real `redis-server`, a real S3 server (`s3s-fs`, SigV4), one
+//! `auth`, one `lmtp` and two `pop3` processes of the built binary, all on loopback.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a test failure"
+)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::backends::{self, ACCESS_KEY, BUCKET, Process, SECRET_KEY};
+use support::{Lmtp, Server, ServerBuilder, admin_remote, message, without_trace_headers};
+
+/// Lease time of the maildrop lock in these tests (the smallest allowed).
+const LOCK_TTL: Duration = Duration::from_secs(3);
+
+struct Cloud {
+    redis: Process,
+    s3: Process,
+    auth: Server,
+    lmtp: Server,
+    pop_a: Server,
+    pop_b: Server,
+}
+
+fn front_end(role: &'static str, redis: &Process, s3: &Process, auth: &Server) -> ServerBuilder {
+    Server::builder()
+        .role(role)
+        .option("AUTH__BACKEND", "grpc")
+        .option("AUTH__ENDPOINT", &format!("http://{}", auth.grpc))
+        .option("AUTH__TIMEOUT", "500ms")
+        .option("AUTH__MAX_ATTEMPTS", "2")
+        .option("STORE__BACKEND", "s3")
+        .option(
+            "STORE__S3__ENDPOINT",
+            &format!("http://127.0.0.1:{}", s3.port()),
+        )
+        .option("STORE__S3__BUCKET", BUCKET)
+        .option("STORE__S3__ACCESS_KEY_ID", ACCESS_KEY)
+        .option("STORE__S3__SECRET_ACCESS_KEY", SECRET_KEY)
+        .option("STORE__S3__CONNECT_TIMEOUT", "500ms")
+        .option("STORE__S3__OPERATION_TIMEOUT", "2s")
+        .option("STORE__S3__MAX_ATTEMPTS", "2")
+        .option("LOCK__BACKEND", "redis")
+        .option(
+            "LOCK__REDIS__URLS",
+            &format!("[\"redis://127.0.0.1:{}\"]", redis.port()),
+        )
+        .option("LOCK__REDIS__COMMAND_TIMEOUT", "500ms")
+        .option("POP3__LOCK_TTL", &format!("{}s", LOCK_TTL.as_secs()))
+}
+
+impl Cloud {
+    fn start() -> Cloud {
+        let redis = backends::redis();
+        let s3 = backends::s3();
+        let auth = Server::builder().role("auth").start();
+        let lmtp = front_end("lmtp", &redis, &s3, &auth).start();
+        let pop_a = front_end("pop3", &redis, &s3, &auth).start();
+        let pop_b = front_end("pop3", &redis, &s3, &auth).start();
+        Cloud {
+            redis,
+            s3,
+            auth,
+            lmtp,
+            pop_a,
+            pop_b,
+        }
+    }
+
+    /// Runs `cloudpop admin --remote ARGS` and asserts success.
+    fn admin(&self, args: &[&str], stdin: &str) -> String {
+        let out = admin_remote(self.auth.grpc, args, stdin);
+        assert!(
+            out.status.success(),
+            "admin {args:?}: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    fn tenant(&self, id: &str, domain: &str) {
+        self.admin(&["tenant", "add", id, "--domain", domain], "");
+    }
+
+    fn user(&self, login: &str, password: &str) {
+        self.admin(&["user", "add", login], password);
+    }
+}
+
+fn login(server: &Server, user: &str, password: &str) -> (support::Pop3, String) {
+    let mut pop = server.pop3();
+    let reply = pop.login(user, password);
+    (pop, reply)
+}
+
+fn stat_count(pop: &mut support::Pop3) -> usize {
+    let stat = pop.cmd("STAT");
+    assert!(stat.starts_with("+OK"), "{stat}");
+    stat.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Retries `f` until it returns true or `within` passes; returns the time it took.
+fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+#[test]
+fn mail_flows_through_lmtp_and_either_pop3_pod_and_tenants_stay_apart() {
+    let cloud = Cloud::start();
+    cloud.tenant("acme", "acme.example");
+    cloud.tenant("globex", "globex.example");
+    // Added through the running auth service: usable at once, no restart.
+    cloud.user("alice@acme.example", "acme pass");
+    cloud.user("alice@globex.example", "globex pass");
+
+    let acme_mail = message("for acme", ".dot line\r\nbody of acme\r\n");
+    let globex_mail = message("for globex", "body of globex\r\n");
+    cloud.lmtp.deliver_ok("alice@acme.example", &acme_mail);
+    cloud.lmtp.deliver_ok("alice@globex.example", &globex_mail);
+    assert_eq!(
+        cloud.lmtp.deliver(&["nobody@acme.example"], b"x\r\n"),
+        ["550 no recipient accepted"]
+    );
+
+    for pod in [&cloud.pop_a, &cloud.pop_b] {
+        let mut pop = pod.pop3();
+        pop.login_ok("alice@acme.example", "acme pass");
+        assert_eq!(stat_count(&mut pop), 1);
+        assert!(
+            without_trace_headers(&pop.retr(1)) == acme_mail,
+            "acme mail differs via {}",
+            pod.pop3
+        );
+        pop.quit();
+        let mut pop = pod.pop3();
+        pop.login_ok("alice@globex.example", "globex pass");
+        assert_eq!(stat_count(&mut pop), 1);
+        assert!(
+            without_trace_headers(&pop.retr(1)) == globex_mail,
+            "globex mail differs via {}",
+            pod.pop3
+        );
+        pop.quit();
+    }
+    // One tenant's password does not open the other tenant's maildrop.
+    let (_, reply) = login(&cloud.pop_a, "alice@globex.example", "acme pass");
+    assert!(reply.starts_with("-ERR [AUTH]"), "{reply}");
+    // Crafted logins reach nobody's maildrop.
+    for crafted in [
+        "../alice@acme.example",
+        "alice%2f@acme.example",
+        "alice@acme.example/../globex.example",
+        &"a".repeat(300),
+    ] {
+        let (_, reply) = login(&cloud.pop_a, crafted, "acme pass");
+        assert!(reply.starts_with("-ERR"), "{crafted}: {reply}");
+    }
+    // Deletion through pod A is seen by pod B.
+    let mut pop = cloud.pop_a.pop3();
+    pop.login_ok("alice@acme.example", "acme pass");
+    assert!(pop.cmd("DELE 1").starts_with("+OK"));
+    assert!(pop.quit().starts_with("+OK"));
+    let mut pop = cloud.pop_b.pop3();
+    pop.login_ok("alice@acme.example", "acme pass");
+    assert_eq!(stat_count(&mut pop), 0);
+    let mut pop = cloud.pop_b.pop3();
+    pop.login_ok("alice@globex.example", "globex pass");
+    assert_eq!(
+        stat_count(&mut pop),
+        1,
+        "the other tenant's mail is untouched"
+    );
+}
+
+#[test]
+fn a_maildrop_is_locked_across_pods_and_a_killed_pod_frees_it_within_the_lease() {
+    let mut cloud = Cloud::start();
+    cloud.tenant("acme", "acme.example");
+    cloud.user("bob@acme.example", "bob pass");
+    for i in 0..3 {
+        cloud
+            .lmtp
+            .deliver_ok("bob@acme.example", &message(&format!("m{i}"), "x\r\n"));
+    }
+    let (mut on_a, reply) = login(&cloud.pop_a, "bob@acme.example", "bob pass");
+    assert!(reply.starts_with("+OK"), "{reply}");
+    assert!(on_a.cmd("DELE 1").starts_with("+OK"));
+    assert!(on_a.cmd("DELE 2").starts_with("+OK"));
+    let (_, reply) = login(&cloud.pop_b, "bob@acme.example", "bob pass");
+    assert!(reply.starts_with("-ERR [IN-USE]"), "{reply}");
+
+    // Pod A dies mid-session: no QUIT, no UPDATE, no lock release.
+    cloud.pop_a.kill();
+    let freed_after = eventually(LOCK_TTL + Duration::from_secs(3), || {
+        login(&cloud.pop_b, "bob@acme.example", "bob pass")
+            .1
+            .starts_with("+OK")
+    });
+    let freed_after = freed_after.expect("the lock was never freed");
+    assert!(
+        freed_after <= LOCK_TTL + Duration::from_secs(1),
+        "freed after {freed_after:?}"
+    );
+    let mut pop = cloud.pop_b.pop3();
+    pop.login_ok("bob@acme.example", "bob pass");
+    assert_eq!(
+        stat_count(&mut pop),
+        3,
+        "nothing was deleted by the killed session"
+    );
+}
+
+#[test]
+fn redis_down_is_sys_temp_and_recovers_without_restart() {
+    let mut cloud = Cloud::start();
+    cloud.tenant("acme", "acme.example");
+    cloud.user("carol@acme.example", "carol pass");
+    cloud.redis.stop();
+    let (_, reply) = login(&cloud.pop_a, "carol@acme.example", "carol pass");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    cloud.redis.start();
+    let recovered = eventually(Duration::from_secs(10), || {
+        login(&cloud.pop_a, "carol@acme.example", "carol pass")
+            .1
+            .starts_with("+OK")
+    });
+    assert!(recovered.is_some(), "no recovery after Redis came back");
+}
+
+#[test]
+fn s3_down_is_sys_temp_and_451_and_recovers_without_restart() {
+    let mut cloud = Cloud::start();
+    cloud.tenant("acme", "acme.example");
+    cloud.user("dave@acme.example", "dave pass");
+    let mail = message("kept", "still here\r\n");
+    cloud.lmtp.deliver_ok("dave@acme.example", &mail);
+
+    cloud.s3.stop();
+    let (_, reply) = login(&cloud.pop_a, "dave@acme.example", "dave pass");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    let replies = cloud
+        .lmtp
+        .deliver(&["dave@acme.example"], &message("later", "x\r\n"));
+    assert!(replies[0].starts_with("451"), "{replies:?}");
+
+    cloud.s3.start();
+    let recovered = eventually(Duration::from_secs(10), || {
+        let (mut pop, reply) = login(&cloud.pop_a, "dave@acme.example", "dave pass");
+        reply.starts_with("+OK") && {
+            let ok = stat_count(&mut pop) == 1 && without_trace_headers(&pop.retr(1)) == mail;
+            pop.quit();
+            ok
+        }
+    });
+    assert!(recovered.is_some(), "no recovery after S3 came back");
+    cloud
+        .lmtp
+        .deliver_ok("dave@acme.example", &message("after", "x\r\n"));
+}
+
+#[test]
+fn s3_failing_at_quit_keeps_the_mail() {
+    let mut cloud = Cloud::start();
+    cloud.tenant("acme", "acme.example");
+    cloud.user("erin@acme.example", "erin pass");
+    cloud
+        .lmtp
+        .deliver_ok("erin@acme.example", &message("one", "1\r\n"));
+    cloud
+        .lmtp
+        .deliver_ok("erin@acme.example", &message("two", "2\r\n"));
+    let (mut pop, reply) = login(&cloud.pop_a, "erin@acme.example", "erin pass");
+    assert!(reply.starts_with("+OK"), "{reply}");
+    assert!(pop.cmd("DELE 1").starts_with("+OK"));
+    cloud.s3.stop();
+    // RETR while S3 is down is [SYS/TEMP], and the session stays usable.
+    let retr = pop.cmd("RETR 2");
+    assert!(retr.starts_with("-ERR [SYS/TEMP]"), "{retr}");
+    assert!(pop.cmd("NOOP").starts_with("+OK"));
+    let quit = pop.quit();
+    assert!(quit.starts_with("-ERR [SYS/TEMP]"), "{quit}");
+    cloud.s3.start();
+    let served_again = eventually(Duration::from_secs(10), || {
+        let (mut pop, reply) = login(&cloud.pop_b, "erin@acme.example", "erin pass");
+        reply.starts_with("+OK") && stat_count(&mut pop) == 2
+    });
+    assert!(
+        served_again.is_some(),
+        "the message whose deletion failed is served again"
+    );
+}
+
+#[test]
+fn auth_down_is_sys_temp_and_451_and_recovers_without_restart() {
+    let mut cloud = Cloud::start();
+    cloud.tenant("acme", "acme.example");
+    cloud.user("frank@acme.example", "frank pass");
+    let auth_port = cloud.auth.grpc;
+    cloud.auth.kill();
+    let (_, reply) = login(&cloud.pop_a, "frank@acme.example", "frank pass");
+    assert!(
+        reply.starts_with("-ERR [SYS/TEMP]"),
+        "never [AUTH] when auth is down: {reply}"
+    );
+    let mut lmtp = Lmtp::connect(cloud.lmtp.lmtp);
+    assert!(lmtp.cmd("MAIL FROM:<a@example.net>").starts_with("250"));
+    let rcpt = lmtp.cmd("RCPT TO:<frank@acme.example>");
+    assert!(rcpt.starts_with("451"), "{rcpt}");
+    lmtp.quit();
+
+    cloud.auth.restart_on(auth_port);
+    let recovered = eventually(Duration::from_secs(10), || {
+        login(&cloud.pop_a, "frank@acme.example", "frank pass")
+            .1
+            .starts_with("+OK")
+    });
+    assert!(recovered.is_some(), "no recovery after auth came back");
+    cloud
+        .lmtp
+        .deliver_ok("frank@acme.example", &message("back", "x\r\n"));
+}
