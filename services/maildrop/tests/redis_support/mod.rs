@@ -34,9 +34,17 @@ pub(crate) struct RedisServer {
 impl RedisServer {
     /// A stand-alone server on a free port, running and answering PING.
     pub(crate) fn start_single() -> Self {
-        let mut server = Self::stopped(free_port());
-        server.start();
-        server
+        // A port found free may be taken before redis-server binds it (another test's server,
+        // say); then a fresh port is tried.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut server = Self::stopped(free_port());
+            match server.try_start() {
+                Ok(()) => return server,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("redis-server did not start:\n{}", failures.join("\n"));
     }
 
     /// A stand-alone server that will use `port`; not started yet.
@@ -68,6 +76,12 @@ impl RedisServer {
 
     /// Starts the server (again) on its port and waits until it answers PING.
     pub(crate) fn start(&mut self) {
+        if let Err(why) = self.try_start() {
+            panic!("{why}");
+        }
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
         assert!(
             self.child.is_none(),
             "redis-server on {} already runs",
@@ -91,14 +105,17 @@ impl RedisServer {
                 .arg("--cluster-config-file")
                 .arg(format!("nodes-{port}.conf"));
         }
-        self.child = Some(
-            command
-                .spawn()
-                .expect("start redis-server (is it on PATH?)"),
-        );
-        self.wait_until("PING answered", |conn| {
-            redis::cmd("PING").query::<String>(conn).is_ok()
-        });
+        let child = command
+            .spawn()
+            .expect("start redis-server (is it on PATH?)");
+        let pid = child.id();
+        self.child = Some(child);
+        // Checking the pid, not just PING, tells our server from another one on the port.
+        let started = self.wait_until("answering PING", |conn| server_pid(conn) == Some(pid));
+        if started.is_err() {
+            self.stop();
+        }
+        started
     }
 
     /// Kills the server, as a crash would; its data is gone (no persistence).
@@ -118,9 +135,13 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("connect to redis on {}: {e}", self.port))
     }
 
-    /// Polls `ready` on a fresh connection until it holds, panicking with the server log if
-    /// the server exits or does not get there in time.
-    fn wait_until(&mut self, what: &str, ready: impl Fn(&mut redis::Connection) -> bool) {
+    /// Polls `ready` on a fresh connection until it holds; fails with the server log if the
+    /// server exits or does not get there in time.
+    fn wait_until(
+        &mut self,
+        what: &str,
+        ready: impl Fn(&mut redis::Connection) -> bool,
+    ) -> Result<(), String> {
         let deadline = Instant::now() + READY_WITHIN;
         let client = redis::Client::open(self.url()).expect("redis URL");
         loop {
@@ -128,23 +149,24 @@ impl RedisServer {
                 .get_connection_with_timeout(POLL_EVERY * 10)
                 .is_ok_and(|mut conn| ready(&mut conn));
             if done {
-                return;
+                return Ok(());
             }
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
-                panic!(
+                return Err(format!(
                     "redis-server on {} exited ({status}) before {what}:\n{}",
                     self.port,
                     self.log()
-                );
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {}: not {what} within {READY_WITHIN:?}:\n{}",
-                self.port,
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "redis-server on {}: not {what} within {READY_WITHIN:?}:\n{}",
+                    self.port,
+                    self.log()
+                ));
+            }
             std::thread::sleep(POLL_EVERY);
         }
     }
@@ -216,14 +238,25 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stderr)
         );
         for node in &mut self.nodes {
-            node.wait_until("cluster_state:ok", |conn| {
+            let joined = node.wait_until("in cluster_state:ok", |conn| {
                 redis::cmd("CLUSTER")
                     .arg("INFO")
                     .query::<String>(conn)
                     .is_ok_and(|info| info.lines().any(|line| line == "cluster_state:ok"))
             });
+            if let Err(why) = joined {
+                panic!("{why}");
+            }
         }
     }
+}
+
+/// The process id of the server behind `conn`, from `INFO server`.
+fn server_pid(conn: &mut redis::Connection) -> Option<u32> {
+    let info: String = redis::cmd("INFO").arg("server").query(conn).ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|pid| pid.trim().parse().ok())
 }
 
 fn read_or_note(path: &Path) -> String {

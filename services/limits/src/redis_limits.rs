@@ -1,0 +1,504 @@
+//! The Redis limits: counters on a single Redis node or a Redis Cluster, shared by every pod.
+//!
+//! Keys (`{prefix}` from the config; the braces around a user are a Cluster hash tag, so
+//! every key of one user lives in one slot):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `{prefix}:conn:<network>` | sorted set | connection slots: token scored by expiry (Unix ms) |
+//! | `{prefix}:sess:{<user>}` | sorted set | session slots, likewise |
+//! | `{prefix}:fail:ip:<network>` | hash | `failures`, `penalty_ms`; expires a window after the latest failure |
+//! | `{prefix}:fail:user:{<user>}` | hash | likewise, per user |
+//! | `{prefix}:delay:{<user>}` | string | LOGIN-DELAY: present while another login is too soon |
+//!
+//! `<network>` is an IPv4 address or an IPv6 /64 (`2001:db8:1:2::/64`); `<user>` is the
+//! caller's user key with `%`, `{`, `}`, space, controls and non-ASCII bytes
+//! percent-encoded, so the hash tag cannot be broken and two user keys never share a key.
+//!
+//! Slots are opened and refreshed by Lua scripts that prune lapsed members before counting
+//! (see `scripts`), so the slots of a pod that died stop counting at their expiry. Every
+//! script touches one key; a failure from a known user runs two scripts (client, user),
+//! which need not be atomic together. Everything expires on its own: nothing here needs a
+//! cleanup job.
+//!
+//! The connection is lazy and replaced after it breaks, and every call is bounded by
+//! [`RedisLimitsConfig::command_timeout`], exactly like the maildrop lock's: a failing or
+//! slow call returns [`LimitsError::Unavailable`] and the next call dials afresh.
+
+mod config;
+mod connection;
+mod scripts;
+
+use std::fmt::{self, Write};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::{RedisError, RedisResult, Script, Value, cmd};
+use tracing::debug;
+
+pub use config::RedisLimitsConfig;
+use connection::{Connection, Reconnecting};
+
+use crate::limits::{Limits, LimitsError};
+use crate::network::ClientNetwork;
+use crate::penalty::PenaltyPolicy;
+use crate::slot::{ConnectionSlot, SessionSlot, new_token};
+
+/// Longest duration sent to Redis, in ms: a larger `PX` overflows Redis's clock and is
+/// refused, and a century is "practically forever" here.
+const MAX_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Abuse-protection counters in Redis (single node or Cluster), with the [`Limits`]
+/// contract.
+///
+/// Cheap to share behind an `Arc`; all calls may run concurrently over one multiplexed
+/// connection. Counts survive a Redis restart only if Redis persists its data; a restart
+/// without persistence forgets every slot and failure (slots then refresh as `false`),
+/// which briefly admits more than the caps — never fewer.
+pub struct RedisLimits {
+    connection: Reconnecting,
+    key_prefix: String,
+    command_timeout: Duration,
+    open_slot: Script,
+    refresh_slot: Script,
+    record_failure: Script,
+}
+
+impl fmt::Debug for RedisLimits {
+    // The scripts are left out: their source is long and says nothing about this instance.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLimits")
+            .field("connection", &self.connection)
+            .field("key_prefix", &self.key_prefix)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimits {
+    /// Validates `config` and builds the limits without dialing Redis.
+    ///
+    /// Succeeds while Redis is down: the first call that needs Redis dials it, and until it
+    /// answers each call returns [`LimitsError::Unavailable`]. Fails only for a
+    /// configuration that can never work (no URL, an unparsable URL, several URLs without
+    /// `cluster`, a key prefix with `{`/`}`, a zero timeout).
+    pub async fn connect(config: RedisLimitsConfig) -> Result<Self, LimitsError> {
+        config.validate().map_err(|why| {
+            LimitsError::Unavailable(format!("invalid Redis limits config: {why}"))
+        })?;
+        let connection = Reconnecting::new(&config).map_err(|e| {
+            LimitsError::Unavailable(format!("invalid Redis limits config: bad Redis URL: {e}"))
+        })?;
+        debug!(config = ?config, "redis limits configured; connecting on first use");
+        Ok(Self {
+            connection,
+            key_prefix: config.key_prefix,
+            command_timeout: config.command_timeout,
+            open_slot: Script::new(scripts::OPEN_SLOT),
+            refresh_slot: Script::new(scripts::REFRESH_SLOT),
+            record_failure: Script::new(scripts::RECORD_FAILURE),
+        })
+    }
+
+    fn connection_key(&self, client: IpAddr) -> String {
+        format!("{}:conn:{}", self.key_prefix, ClientNetwork::of(client))
+    }
+
+    fn session_key(&self, user_key: &str) -> String {
+        format!("{}:sess:{{{}}}", self.key_prefix, user_tag(user_key))
+    }
+
+    fn client_failures_key(&self, client: IpAddr) -> String {
+        format!("{}:fail:ip:{}", self.key_prefix, ClientNetwork::of(client))
+    }
+
+    fn user_failures_key(&self, user_key: &str) -> String {
+        format!("{}:fail:user:{{{}}}", self.key_prefix, user_tag(user_key))
+    }
+
+    fn login_delay_key(&self, user_key: &str) -> String {
+        format!("{}:delay:{{{}}}", self.key_prefix, user_tag(user_key))
+    }
+
+    /// Runs `command` on the current connection (dialing one if needed) within the command
+    /// timeout. A failure that may have broken the connection, or no answer in time, drops
+    /// the connection, so the next call dials afresh instead of reusing a dead socket.
+    async fn run<T, F, Fut>(&self, op: &'static str, command: F) -> Result<T, LimitsError>
+    where
+        F: FnOnce(Connection) -> Fut + Send,
+        Fut: Future<Output = RedisResult<T>> + Send,
+    {
+        // Which connection the attempt used, so that a timeout (which drops the attempt
+        // future) can still discard exactly that one and not a newer one.
+        let used = AtomicU64::new(0);
+        let attempt = async {
+            let (generation, conn) = self.connection.get().await?;
+            used.store(generation, Ordering::Relaxed);
+            command(conn).await
+        };
+        let error = match tokio::time::timeout(self.command_timeout, attempt).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => {
+                if breaks_connection(&e) {
+                    self.connection.discard(used.load(Ordering::Relaxed));
+                }
+                format!("redis {op} failed: {e}")
+            }
+            Err(_elapsed) => {
+                self.connection.discard(used.load(Ordering::Relaxed));
+                format!("redis {op} got no answer within {:?}", self.command_timeout)
+            }
+        };
+        debug!(op, outcome = "unavailable", error = %error, "redis limits");
+        Err(LimitsError::Unavailable(error))
+    }
+
+    /// Opens a slot in the sorted set `key`; the new slot's token, or `None` at the cap.
+    async fn open_slot(
+        &self,
+        op: &'static str,
+        key: String,
+        max: u32,
+        ttl: Duration,
+    ) -> Result<Option<String>, LimitsError> {
+        let token = new_token()?;
+        let script = &self.open_slot;
+        let opened: i64 = self
+            .run(op, |mut conn| {
+                let mut invocation = script.key(key);
+                invocation.arg(max).arg(ttl_ms(ttl)).arg(&token);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        if opened == 1 {
+            Ok(Some(token))
+        } else {
+            debug!(op, outcome = "at cap", "redis limits");
+            Ok(None)
+        }
+    }
+
+    /// Refreshes the slot `token` in the sorted set `key`; `false` if it was gone.
+    async fn refresh_slot(
+        &self,
+        op: &'static str,
+        key: String,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, LimitsError> {
+        let script = &self.refresh_slot;
+        let refreshed: i64 = self
+            .run(op, |mut conn| {
+                let mut invocation = script.key(key);
+                invocation.arg(ttl_ms(ttl)).arg(token);
+                async move { invocation.invoke_async(&mut conn).await }
+            })
+            .await?;
+        if refreshed != 1 {
+            debug!(op, outcome = "lapsed", "redis limits");
+        }
+        Ok(refreshed == 1)
+    }
+
+    /// Removes the slot `token` from the sorted set `key`, if it is there.
+    async fn close_slot(
+        &self,
+        op: &'static str,
+        key: String,
+        token: &str,
+    ) -> Result<(), LimitsError> {
+        let mut zrem = cmd("ZREM");
+        zrem.arg(key).arg(token);
+        let _removed: i64 = self
+            .run(
+                op,
+                |mut conn| async move { zrem.query_async(&mut conn).await },
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Limits for RedisLimits {
+    async fn open_connection(
+        &self,
+        client: IpAddr,
+        max: u32,
+        ttl: Duration,
+    ) -> Result<Option<ConnectionSlot>, LimitsError> {
+        let key = self.connection_key(client);
+        let token = self.open_slot("open_connection", key, max, ttl).await?;
+        Ok(token.map(|token| ConnectionSlot { client, token }))
+    }
+
+    async fn refresh_connection(
+        &self,
+        slot: &ConnectionSlot,
+        ttl: Duration,
+    ) -> Result<bool, LimitsError> {
+        let key = self.connection_key(slot.client);
+        self.refresh_slot("refresh_connection", key, &slot.token, ttl)
+            .await
+    }
+
+    async fn close_connection(&self, slot: &ConnectionSlot) -> Result<(), LimitsError> {
+        let key = self.connection_key(slot.client);
+        self.close_slot("close_connection", key, &slot.token).await
+    }
+
+    async fn open_session(
+        &self,
+        user_key: &str,
+        max: u32,
+        ttl: Duration,
+    ) -> Result<Option<SessionSlot>, LimitsError> {
+        let key = self.session_key(user_key);
+        let token = self.open_slot("open_session", key, max, ttl).await?;
+        Ok(token.map(|token| SessionSlot {
+            user_key: user_key.to_owned(),
+            token,
+        }))
+    }
+
+    async fn refresh_session(
+        &self,
+        slot: &SessionSlot,
+        ttl: Duration,
+    ) -> Result<bool, LimitsError> {
+        let key = self.session_key(&slot.user_key);
+        self.refresh_slot("refresh_session", key, &slot.token, ttl)
+            .await
+    }
+
+    async fn close_session(&self, slot: &SessionSlot) -> Result<(), LimitsError> {
+        let key = self.session_key(&slot.user_key);
+        self.close_slot("close_session", key, &slot.token).await
+    }
+
+    async fn login_penalty(
+        &self,
+        client: IpAddr,
+        user_key: Option<&str>,
+    ) -> Result<Duration, LimitsError> {
+        let client_key = self.client_failures_key(client);
+        let user_key = user_key.map(|user| self.user_failures_key(user));
+        let penalty_ms = self
+            .run("login_penalty", |conn| async move {
+                let client_penalty = stored_penalty_ms(conn.clone(), client_key);
+                match user_key {
+                    Some(user_key) => {
+                        let user_penalty = stored_penalty_ms(conn, user_key);
+                        let (client_ms, user_ms) = tokio::try_join!(client_penalty, user_penalty)?;
+                        Ok(client_ms.max(user_ms))
+                    }
+                    None => client_penalty.await,
+                }
+            })
+            .await?;
+        Ok(Duration::from_millis(penalty_ms))
+    }
+
+    async fn record_failure(
+        &self,
+        client: IpAddr,
+        user_key: Option<&str>,
+        policy: &PenaltyPolicy,
+    ) -> Result<Duration, LimitsError> {
+        let args = [
+            millis(policy.base),
+            millis(policy.max),
+            ttl_ms(policy.window),
+        ];
+        let script = &self.record_failure;
+        let mut client_count = script.key(self.client_failures_key(client));
+        client_count.arg(&args[..]);
+        let user_count = user_key.map(|user| {
+            let mut invocation = script.key(self.user_failures_key(user));
+            invocation.arg(&args[..]);
+            invocation
+        });
+        let penalty_ms: u64 = self
+            .run("record_failure", |mut conn| async move {
+                let mut user_conn = conn.clone();
+                let client_penalty = client_count.invoke_async::<u64>(&mut conn);
+                match &user_count {
+                    Some(user_count) => {
+                        let user_penalty = user_count.invoke_async::<u64>(&mut user_conn);
+                        let (client_ms, user_ms) = tokio::try_join!(client_penalty, user_penalty)?;
+                        Ok(client_ms.max(user_ms))
+                    }
+                    None => client_penalty.await,
+                }
+            })
+            .await?;
+        Ok(Duration::from_millis(penalty_ms))
+    }
+
+    async fn record_success(
+        &self,
+        _client: IpAddr,
+        user_key: Option<&str>,
+    ) -> Result<(), LimitsError> {
+        let Some(user_key) = user_key else {
+            return Ok(());
+        };
+        let mut del = cmd("DEL");
+        del.arg(self.user_failures_key(user_key));
+        let _deleted: i64 = self
+            .run("record_success", |mut conn| async move {
+                del.query_async(&mut conn).await
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn check_login_delay(
+        &self,
+        user_key: &str,
+        delay: Duration,
+    ) -> Result<bool, LimitsError> {
+        if delay.is_zero() {
+            return Ok(true);
+        }
+        let mut set = cmd("SET");
+        set.arg(self.login_delay_key(user_key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms(delay));
+        let reply: Value = self
+            .run("check_login_delay", |mut conn| async move {
+                set.query_async(&mut conn).await
+            })
+            .await?;
+        match reply {
+            Value::Okay => Ok(true),
+            Value::Nil => {
+                debug!(
+                    op = "check_login_delay",
+                    outcome = "too soon",
+                    "redis limits"
+                );
+                Ok(false)
+            }
+            other => Err(LimitsError::Unavailable(format!(
+                "redis check_login_delay: unexpected reply to SET NX: {other:?}"
+            ))),
+        }
+    }
+
+    /// Whether Redis answers (every primary, on a Cluster) within the command timeout.
+    async fn ping(&self) -> Result<(), LimitsError> {
+        self.run("ping", |mut conn| async move {
+            cmd("PING").query_async::<Value>(&mut conn).await
+        })
+        .await?;
+        Ok(())
+    }
+}
+
+/// The penalty stored in the failure hash `key`, in ms; 0 when there is none.
+async fn stored_penalty_ms(mut conn: Connection, key: String) -> RedisResult<u64> {
+    let penalty: Option<u64> = cmd("HGET")
+        .arg(key)
+        .arg("penalty_ms")
+        .query_async(&mut conn)
+        .await?;
+    Ok(penalty.unwrap_or(0))
+}
+
+/// Whether `e` may mean the connection is dead or desynchronised, so it must be replaced.
+/// Server replies such as `LOADING` or `READONLY` leave the connection usable.
+fn breaks_connection(e: &RedisError) -> bool {
+    e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout()
+}
+
+/// `duration` in whole milliseconds, at most a century.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(MAX_MS)
+        .min(MAX_MS)
+}
+
+/// `ttl` in whole milliseconds for `PX`/`PEXPIRE`/scores, within what Redis accepts (at
+/// least 1).
+fn ttl_ms(ttl: Duration) -> u64 {
+    millis(ttl).max(1)
+}
+
+/// `user_key` as it appears inside a key's hash tag: `%`, the braces, space, control
+/// characters and every non-ASCII byte percent-encoded. Injective, so distinct user keys
+/// get distinct Redis keys, and a brace in a user key cannot move the hash tag.
+fn user_tag(user_key: &str) -> String {
+    let mut tag = String::with_capacity(user_key.len());
+    for byte in user_key.bytes() {
+        if matches!(byte, b'%' | b'{' | b'}') || !(0x21..0x7f).contains(&byte) {
+            // Writing to a String cannot fail.
+            let _ = write!(tag, "%{byte:02X}");
+        } else {
+            tag.push(char::from(byte));
+        }
+    }
+    tag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn limits(prefix: &str) -> RedisLimits {
+        RedisLimits::connect(RedisLimitsConfig {
+            key_prefix: prefix.to_owned(),
+            ..RedisLimitsConfig::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_are_named_as_documented() {
+        let limits = limits("pop-eu").await;
+        let v4: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(limits.connection_key(v4), "pop-eu:conn:198.51.100.7");
+        assert_eq!(limits.connection_key(v6), "pop-eu:conn:2001:db8:1:2::/64");
+        assert_eq!(
+            limits.client_failures_key(v6),
+            "pop-eu:fail:ip:2001:db8:1:2::/64"
+        );
+        assert_eq!(limits.session_key("acme/bob"), "pop-eu:sess:{acme/bob}");
+        assert_eq!(
+            limits.user_failures_key("acme/bob"),
+            "pop-eu:fail:user:{acme/bob}"
+        );
+        assert_eq!(
+            limits.login_delay_key("acme/bob"),
+            "pop-eu:delay:{acme/bob}"
+        );
+    }
+
+    #[test]
+    fn user_tags_keep_the_hash_tag_intact_and_users_apart() {
+        assert_eq!(user_tag("acme/bob@example.org"), "acme/bob@example.org");
+        assert_eq!(user_tag("a}b{c"), "a%7Db%7Bc");
+        assert_eq!(user_tag("a b\r\n"), "a%20b%0D%0A");
+        assert_eq!(user_tag("é"), "%C3%A9");
+        // Injective: the escape character is escaped itself.
+        assert_ne!(user_tag("%7D"), user_tag("}"));
+        assert_eq!(user_tag("%7D"), "%257D");
+    }
+
+    #[test]
+    fn durations_stay_within_what_redis_accepts() {
+        assert_eq!(ttl_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(ttl_ms(Duration::ZERO), 1);
+        assert_eq!(ttl_ms(Duration::from_micros(10)), 1);
+        assert_eq!(ttl_ms(Duration::MAX), MAX_MS);
+        assert_eq!(millis(Duration::ZERO), 0);
+        assert_eq!(millis(Duration::MAX), MAX_MS);
+    }
+}
