@@ -17,6 +17,7 @@ const SECRET_MESSAGES: &[&str] = &[
     ".cloudpop.admin.v1.AddUserRequest",
     ".cloudpop.admin.v1.SetPasswordRequest",
     ".cloudpop.admin.v1.SetApopSecretRequest",
+    ".cloudpop.admin.v1.SetCramSecretRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -83,8 +83,10 @@ impl Cloud {
         out.stdout
     }
 
+    /// A tenant that accepts passwords without TLS (these tests talk plain TCP).
     fn tenant(&self, id: &str, domain: &str) {
         self.admin(&["tenant", "add", id, "--domain", domain], "");
+        self.admin(&["tenant", "set", id, "--cleartext-allowed", "true"], "");
     }
 
     fn user(&self, login: &str, password: &str) {

@@ -51,7 +51,11 @@ fn store_raw(server: &Server, uid: &str, bytes: &[u8]) -> String {
 // RFC 1939 §4: the greeting is a positive response; §7: with APOP it carries a timestamp.
 #[test]
 fn greeting_and_capa_before_and_after_login() {
-    let server = server();
+    // Cleartext mechanisms are advertised without TLS only when the operator says so.
+    let server = Server::builder()
+        .user(USER, PASS)
+        .option("POP3__OFFER_CLEARTEXT_WITHOUT_TLS", "true")
+        .start();
     let mut pop = server.pop3();
     assert!(pop.greeting.starts_with("+OK cloudpop ready"));
     // RFC 2449 §5: CAPA in AUTHORIZATION.

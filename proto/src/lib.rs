@@ -9,7 +9,7 @@
 //!
 //! This crate holds no logic: conversions to and from cloudpop's own types, the server and
 //! the clients live in `cloudpop-auth`. The `Debug` output of the messages that carry a
-//! password or credential shows only its length.
+//! password, token, secret or other credential shows only its length.
 
 use std::fmt;
 
@@ -97,10 +97,21 @@ impl fmt::Debug for admin::v1::SetApopSecretRequest {
     }
 }
 
+impl fmt::Debug for admin::v1::SetCramSecretRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetCramSecretRequest")
+            .field("login", &self.login)
+            .field("secret", &self.secret.as_ref().map(|s| Redacted(s.len())))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::admin::v1::{AddUserRequest, SetApopSecretRequest, SetPasswordRequest};
-    use super::auth::v1::{AuthenticateRequest, Mechanism};
+    use super::admin::v1::{
+        AddUserRequest, SetApopSecretRequest, SetCramSecretRequest, SetPasswordRequest,
+    };
+    use super::auth::v1::{AuthenticateRequest, FailureReason, Mechanism};
 
     #[test]
     fn debug_never_prints_secrets() {
@@ -122,17 +133,40 @@ mod tests {
             login: "alice@example.com".into(),
             secret: Some(b"hunter2".to_vec()),
         };
+        let cram = SetCramSecretRequest {
+            login: "alice@example.com".into(),
+            secret: Some(b"hunter2".to_vec()),
+        };
+        let bearer = AuthenticateRequest {
+            mechanism: Mechanism::Oauthbearer.into(),
+            credential: b"hunter2".to_vec(),
+            login: "alice@example.com".into(),
+            ..Default::default()
+        };
         for printed in [
             format!("{auth:?}"),
             format!("{add:?}"),
             format!("{set:?}"),
             format!("{apop:?}"),
+            format!("{cram:?}"),
+            format!("{bearer:?}"),
         ] {
             assert!(!printed.contains("hunter2"), "{printed}");
             assert!(printed.contains("alice@example.com"), "{printed}");
             assert!(printed.contains("7 bytes redacted"), "{printed}");
         }
         assert!(format!("{auth:?}").contains("Password"));
+        assert!(format!("{bearer:?}").contains("Oauthbearer"));
+    }
+
+    #[test]
+    fn new_mechanisms_keep_their_reserved_numbers() {
+        // Fixed on the wire: the numbers were reserved for these mechanisms before they existed.
+        assert_eq!(i32::from(Mechanism::CramMd5), 5);
+        assert_eq!(i32::from(Mechanism::Oauthbearer), 6);
+        assert_eq!(i32::from(Mechanism::Xoauth2), 7);
+        assert!(Mechanism::try_from(3).is_err() && Mechanism::try_from(4).is_err());
+        assert_eq!(i32::from(FailureReason::EncryptionRequired), 5);
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub struct Server {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub pop3: SocketAddr,
+    /// POP3S (implicit TLS), when TLS is on.
+    pub pop3s: SocketAddr,
     pub lmtp: SocketAddr,
     pub admin: SocketAddr,
     /// The auth service's gRPC address (role `auth`).
@@ -49,6 +51,7 @@ pub struct ServerBuilder {
     env: HashMap<String, String>,
     role: Option<&'static str>,
     users: Vec<(String, String)>,
+    cleartext: bool,
 }
 
 impl Default for ServerBuilder {
@@ -62,6 +65,7 @@ impl ServerBuilder {
         let mut env = HashMap::new();
         for (k, v) in [
             ("CLOUDPOP_POP3__LISTEN", "127.0.0.1:0"),
+            ("CLOUDPOP_POP3__LISTEN_TLS", "127.0.0.1:0"),
             ("CLOUDPOP_LMTP__LISTEN", "127.0.0.1:0"),
             ("CLOUDPOP_ADMIN__LISTEN", "127.0.0.1:0"),
             ("CLOUDPOP_AUTH__LISTEN", "127.0.0.1:0"),
@@ -75,6 +79,7 @@ impl ServerBuilder {
             env,
             role: None,
             users: Vec::new(),
+            cleartext: true,
         }
     }
 
@@ -90,6 +95,13 @@ impl ServerBuilder {
     }
 
     /// A user created with `cloudpop admin user add` before the server starts.
+    /// Whether the `default` tenant accepts passwords without TLS (its policy
+    /// `cleartext_allowed`). Most wire tests talk plain TCP and want that; TLS tests don't.
+    pub fn cleartext(mut self, allowed: bool) -> Self {
+        self.cleartext = allowed;
+        self
+    }
+
     pub fn user(mut self, login: &str, password: &str) -> Self {
         self.users.push((login.to_owned(), password.to_owned()));
         self
@@ -102,11 +114,20 @@ impl ServerBuilder {
         for (login, password) in &self.users {
             admin(&env, &["user", "add", login], password).assert_success();
         }
+        if self.cleartext && !self.users.is_empty() {
+            admin(
+                &env,
+                &["tenant", "set", "default", "--cleartext-allowed", "true"],
+                "",
+            )
+            .assert_success();
+        }
         let stderr_path = dir.path().join("server.log");
         let mut server = Server {
             child: None,
             dir,
             pop3: unspecified(),
+            pop3s: unspecified(),
             lmtp: unspecified(),
             admin: unspecified(),
             grpc: unspecified(),
@@ -163,6 +184,7 @@ impl Server {
         });
         self.child = Some(child);
         self.pop3 = unspecified();
+        self.pop3s = unspecified();
         self.lmtp = unspecified();
         self.admin = unspecified();
         self.wait_for_listeners(&lines_rx);
@@ -204,6 +226,8 @@ impl Server {
             };
             if let Some(addr) = line.strip_prefix("cloudpop: POP3 listening on ") {
                 self.pop3 = addr.parse().expect("pop3 addr");
+            } else if let Some(addr) = line.strip_prefix("cloudpop: POP3S listening on ") {
+                self.pop3s = addr.parse().expect("pop3s addr");
             } else if let Some(addr) = line.strip_prefix("cloudpop: LMTP listening on ") {
                 self.lmtp = addr.parse().expect("lmtp addr");
             } else if let Some(addr) = line.strip_prefix("cloudpop: auth gRPC listening on ") {
@@ -245,6 +269,11 @@ impl Server {
     pub fn add_user(&self, login: &str, password: &str) {
         self.admin(&["user", "add", login], password)
             .assert_success();
+        self.admin(
+            &["tenant", "set", "default", "--cleartext-allowed", "true"],
+            "",
+        )
+        .assert_success();
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
             let mut c = self.pop3();

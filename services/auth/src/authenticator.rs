@@ -8,21 +8,48 @@ use cloudpop_maildrop::{MaildropKey, TenantId};
 
 use crate::secret::Secret;
 
-/// What the client proved, as it sent it.
+/// What the client proved, as it sent it. `Debug` never prints a secret.
 #[derive(Debug, Clone)]
 pub enum Credential {
-    /// USER/PASS (and later SASL PLAIN/LOGIN): the cleartext password.
+    /// USER/PASS, SASL PLAIN and SASL LOGIN: the cleartext password.
     Password(Secret),
     /// APOP (RFC 1939 §7): the digest the client sent, and the greeting timestamp it covers.
     Apop { challenge: String, digest: Secret },
+    /// CRAM-MD5 (RFC 2195): the challenge the front-end issued and the hex digest the client sent.
+    CramMd5 { challenge: String, digest: Secret },
+    /// OAUTHBEARER (RFC 7628) or XOAUTH2: the bearer token.
+    ///
+    /// `token` is the bare token (a JWT), without the `Bearer ` prefix. Tokens of up to
+    /// 64 KiB are checked; longer ones are refused as bad credentials.
+    Bearer { token: Secret, scheme: BearerScheme },
+}
+
+/// Which SASL mechanism carried a bearer token. Both are checked the same way; the
+/// front-end needs it only to answer in the mechanism's own failure format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BearerScheme {
+    /// OAUTHBEARER (RFC 7628).
+    OAuthBearer,
+    /// XOAUTH2 (Google's and Microsoft's pre-standard mechanism).
+    XOAuth2,
 }
 
 impl Credential {
-    /// The mechanism name, for logs and metrics.
+    /// The mechanism name, for logs and metrics: `PASS` (also for SASL PLAIN and LOGIN),
+    /// `APOP`, `CRAM-MD5`, `OAUTHBEARER` or `XOAUTH2`.
     pub fn mechanism(&self) -> &'static str {
         match self {
             Credential::Password(_) => "PASS",
             Credential::Apop { .. } => "APOP",
+            Credential::CramMd5 { .. } => "CRAM-MD5",
+            Credential::Bearer {
+                scheme: BearerScheme::OAuthBearer,
+                ..
+            } => "OAUTHBEARER",
+            Credential::Bearer {
+                scheme: BearerScheme::XOAuth2,
+                ..
+            } => "XOAUTH2",
         }
     }
 }
@@ -30,7 +57,9 @@ impl Credential {
 /// One authentication attempt.
 #[derive(Debug, Clone)]
 pub struct AuthRequest {
-    /// The login exactly as the client sent it (validated by the authenticator).
+    /// The login exactly as the client sent it (validated by the authenticator). For
+    /// [`Credential::Bearer`] it is the authorization identity the client named (OAUTHBEARER's
+    /// gs2 `a=`, XOAUTH2's `user=`), or empty if it named none: the token then says who it is.
     pub login: String,
     pub credential: Credential,
     pub client_addr: Option<SocketAddr>,
@@ -45,16 +74,18 @@ pub struct Policy {
     pub login_delay: Duration,
     /// Days a message may stay on the server after retrieval (RFC 2449 EXPIRE); `None` is NEVER.
     pub expire_days: Option<u32>,
-    /// Whether USER/PASS may be used without TLS.
+    /// Whether passwords ([`Credential::Password`]) and bearer tokens may be sent without TLS.
+    /// False by default: a tenant opts in.
     pub cleartext_allowed: bool,
 }
 
 impl Default for Policy {
+    /// No login delay, messages never expire, and no cleartext credentials without TLS.
     fn default() -> Self {
         Self {
             login_delay: Duration::ZERO,
             expire_days: None,
-            cleartext_allowed: true,
+            cleartext_allowed: false,
         }
     }
 }
@@ -87,6 +118,10 @@ pub enum AuthFailure {
     /// The account cannot be used, e.g. disabled (`[SYS/PERM]`).
     #[error("account unavailable: {0}")]
     Permanent(String),
+    /// A password or bearer token was sent without TLS to a tenant that forbids it. Decided
+    /// before the credential is checked, so it says nothing about whether it was right.
+    #[error("cleartext credentials need TLS")]
+    EncryptionRequired,
 }
 
 /// Recipient lookup failed for a reason other than "no such user".
@@ -107,4 +142,10 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
 
     /// Whether APOP may be offered at all (the greeting then carries a timestamp).
     fn apop_offered(&self) -> bool;
+
+    /// Whether SASL CRAM-MD5 may be offered at all. Not offered unless an implementation
+    /// says so.
+    fn cram_md5_offered(&self) -> bool {
+        false
+    }
 }

@@ -7,17 +7,23 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use cloudpop_auth::grpc::{AdminClient, AdminError, GrpcAuthenticator, GrpcClientConfig, serve};
 use cloudpop_auth::{
-    AuthFailure, AuthRequest, Authenticator, Credential, Directory, DirectoryAuthenticator, Login,
-    LookupError, Principal, Secret,
+    AuthFailure, AuthRequest, Authenticator, BearerScheme, Credential, Directory,
+    DirectoryAuthenticator, Login, LookupError, Policy, Principal, Secret,
 };
 use cloudpop_maildrop::TenantId;
 use cloudpop_proto::admin::v1 as admin_pb;
 use cloudpop_proto::admin::v1::admin_service_client::AdminServiceClient;
+use hmac::{KeyInit, Mac};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use md5::{Digest, Md5};
+use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +32,41 @@ const ALICE: &str = "alice@acme.example";
 const ALICE_PASSWORD: &str = "wonderland";
 const ALICE_APOP: &str = "tanstaaf";
 const CHALLENGE: &str = "<1896.697170952@dbc.mtview.ca.us>";
+const ALICE_CRAM: &str = "tanstaaftanstaaf";
+const CRAM_CHALLENGE: &str = "<1896.697170952@postoffice.reston.mci.net>";
+const ISSUER: &str = "https://idp.acme.example/";
+
+/// Acme's identity provider: a P-256 key generated once per test binary, and its JWKS.
+struct IdentityProvider {
+    key: EncodingKey,
+    public_pem: String,
+    jwks: String,
+}
+
+static IDP: LazyLock<IdentityProvider> = LazyLock::new(|| {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = pair.public_key_raw();
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "kid": "acme-1", "use": "sig", "alg": "ES256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+    });
+    IdentityProvider {
+        key: EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).unwrap(),
+        public_pem: pair.public_key_pem(),
+        jwks: json!({ "keys": [jwk] }).to_string(),
+    }
+});
+
+/// Acme's `[tenants.jwt]` table: the directory API has no setter for it (it is written by
+/// hand or by configuration management), so it is spliced into the saved file.
+fn acme_jwt_table() -> String {
+    format!(
+        "[tenants.jwt]\nissuers = [\"{ISSUER}\"]\naudience = [\"pop3\"]\n\
+         algorithms = [\"ES256\"]\nuser_claim = \"email\"\njwks = '{}'\n",
+        IDP.jwks
+    )
+}
 
 /// A running server over its own directory file.
 struct Server {
@@ -37,8 +78,9 @@ struct Server {
 }
 
 impl Server {
-    /// Tenants `acme` (acme.example) and `globex` (globex.example); user alice in acme with a
-    /// password and an APOP secret.
+    /// Tenants `acme` (acme.example: TLS only, bearer tokens from [`IDP`]) and `globex`
+    /// (globex.example: cleartext allowed); user alice in acme with a password, an APOP
+    /// and a CRAM-MD5 secret.
     async fn start() -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         Server::start_on(listener).await
@@ -96,7 +138,20 @@ async fn write_directory(path: PathBuf) -> String {
         directory
             .set_apop_secret(&alice, Some(&Secret::new(ALICE_APOP)))
             .unwrap();
+        directory
+            .set_cram_secret(&alice, Some(&Secret::new(ALICE_CRAM)))
+            .unwrap();
+        let cleartext = Policy {
+            cleartext_allowed: true,
+            ..Policy::default()
+        };
+        directory.set_policy(&tenant("globex"), cleartext).unwrap();
         directory.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let globex = "[[tenants]]\nid = \"globex\"";
+        assert!(text.contains(globex), "{text}");
+        let text = text.replace(globex, &format!("{}\n{globex}", acme_jwt_table()));
+        std::fs::write(&path, text).unwrap();
         id.to_string()
     })
     .await
@@ -149,6 +204,49 @@ fn apop(login: &str, secret: &str) -> AuthRequest {
     }
 }
 
+fn cram(login: &str, secret: &str) -> AuthRequest {
+    let mut mac = <hmac::Hmac<md5::Md5> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(CRAM_CHALLENGE.as_bytes());
+    AuthRequest {
+        credential: Credential::CramMd5 {
+            challenge: CRAM_CHALLENGE.to_owned(),
+            digest: Secret::new(hex::encode(mac.finalize().into_bytes())),
+        },
+        ..password(login, "")
+    }
+}
+
+fn bearer(login: &str, token: &str, scheme: BearerScheme) -> AuthRequest {
+    AuthRequest {
+        credential: Credential::Bearer {
+            token: Secret::new(token),
+            scheme,
+        },
+        ..password(login, "")
+    }
+}
+
+fn without_tls(request: AuthRequest) -> AuthRequest {
+    AuthRequest {
+        tls: false,
+        ..request
+    }
+}
+
+/// A token from acme's identity provider for `email`, padded with `pad` bytes of claims.
+fn token(email: &str, pad: usize) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "iss": ISSUER, "aud": "pop3", "email": email, "exp": now + 300, "pad": "x".repeat(pad),
+    });
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("acme-1".to_owned());
+    jsonwebtoken::encode(&header, &claims, &IDP.key).unwrap()
+}
+
 fn assert_maildrop(principal: &Principal, tenant_id: &str, mailbox: &str) {
     assert_eq!(principal.tenant.as_str(), tenant_id);
     assert_eq!(principal.maildrop.tenant.as_str(), tenant_id);
@@ -181,13 +279,199 @@ async fn authenticates_passwords_and_apop() {
     let wrong = auth.authenticate(apop(ALICE, "tanstaag")).await;
     assert_eq!(wrong, Err(AuthFailure::BadCredentials));
 
-    // Capabilities come from the server: alice has an APOP secret.
+    // Capabilities come from the server: alice has an APOP and a CRAM-MD5 secret.
     assert!(
         !auth.apop_offered(),
         "the configured default until refreshed"
     );
+    assert!(!auth.cram_md5_offered(), "not offered until refreshed");
     assert!(auth.refresh_capabilities().await.unwrap());
     assert!(auth.apop_offered());
+    assert!(auth.cram_md5_offered());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn authenticates_cram_md5() {
+    let server = Server::start().await;
+    let auth = server.authenticator();
+    // RFC 2195 needs no TLS: the secret never crosses the wire.
+    let principal = auth
+        .authenticate(without_tls(cram(ALICE, ALICE_CRAM)))
+        .await
+        .unwrap();
+    assert_maildrop(&principal, "acme", &server.alice_id);
+    for (login, secret) in [
+        (ALICE, "tanstaaftanstaag"),
+        // The APOP secret is not the CRAM-MD5 secret.
+        (ALICE, ALICE_APOP),
+        ("nobody@acme.example", ALICE_CRAM),
+    ] {
+        let result = auth.authenticate(cram(login, secret)).await;
+        assert_eq!(result, Err(AuthFailure::BadCredentials), "{login} {secret}");
+    }
+
+    // The admin API sets and removes it, and the capability follows.
+    let admin = server.admin().await;
+    let alice = login(ALICE);
+    admin
+        .set_cram_secret(&alice, Some(&Secret::new("new-cram-secret")))
+        .await
+        .unwrap();
+    auth.authenticate(cram(ALICE, "new-cram-secret"))
+        .await
+        .unwrap();
+    let old = auth.authenticate(cram(ALICE, ALICE_CRAM)).await;
+    assert_eq!(old, Err(AuthFailure::BadCredentials));
+    let listed = admin.list_users(None).await.unwrap();
+    assert!(listed[0].has_cram_secret);
+    admin.set_cram_secret(&alice, None).await.unwrap();
+    let removed = auth.authenticate(cram(ALICE, "new-cram-secret")).await;
+    assert_eq!(removed, Err(AuthFailure::BadCredentials));
+    assert!(!admin.list_users(None).await.unwrap()[0].has_cram_secret);
+    auth.refresh_capabilities().await.unwrap();
+    assert!(!auth.cram_md5_offered());
+    assert!(auth.apop_offered());
+
+    let bad = admin
+        .set_cram_secret(&alice, Some(&Secret::new("tab\there hunter2-secret")))
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, AdminError::InvalidArgument(_)), "{bad:?}");
+    assert!(!bad.to_string().contains("hunter2"), "{bad}");
+    let ghost = admin
+        .set_cram_secret(&login("ghost@acme.example"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(ghost, AdminError::NotFound(_)), "{ghost:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cleartext_passwords_need_tls_unless_the_tenant_allows_them() {
+    let server = Server::start().await;
+    let auth = server.authenticator();
+    // Acme has the default policy: refused before the password is checked.
+    for pw in [ALICE_PASSWORD, "wrong", ""] {
+        let result = auth.authenticate(without_tls(password(ALICE, pw))).await;
+        assert_eq!(result, Err(AuthFailure::EncryptionRequired), "{pw:?}");
+    }
+    // With TLS, checked as usual.
+    auth.authenticate(password(ALICE, ALICE_PASSWORD))
+        .await
+        .unwrap();
+    let wrong = auth.authenticate(password(ALICE, "wrong")).await;
+    assert_eq!(wrong, Err(AuthFailure::BadCredentials));
+
+    // Globex opted in.
+    let admin = server.admin().await;
+    let carol = login("carol@globex.example");
+    admin
+        .add_user(&carol, &Secret::new("carol-pw"))
+        .await
+        .unwrap();
+    let principal = auth
+        .authenticate(without_tls(password("carol@globex.example", "carol-pw")))
+        .await
+        .unwrap();
+    assert!(principal.policy.cleartext_allowed);
+    let wrong = auth
+        .authenticate(without_tls(password("carol@globex.example", "nope")))
+        .await;
+    assert_eq!(wrong, Err(AuthFailure::BadCredentials));
+    let tenants = admin.list_tenants().await.unwrap();
+    let policies: Vec<_> = tenants.iter().map(|t| t.policy.cleartext_allowed).collect();
+    assert_eq!(policies, [false, true]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn authenticates_bearer_tokens() {
+    let server = Server::start().await;
+    let auth = server.authenticator();
+    let small = token(ALICE, 0);
+    for (login, scheme) in [
+        ("", BearerScheme::OAuthBearer),
+        (ALICE, BearerScheme::OAuthBearer),
+        ("", BearerScheme::XOAuth2),
+        ("ALICE@acme.example", BearerScheme::XOAuth2),
+    ] {
+        let principal = auth
+            .authenticate(bearer(login, &small, scheme))
+            .await
+            .unwrap();
+        assert_maildrop(&principal, "acme", &server.alice_id);
+        assert_eq!(principal.login, ALICE);
+    }
+    // Large tokens travel: 4 KiB and more, up to the 64 KiB the auth service checks.
+    for pad in [4 * 1024, 45 * 1024] {
+        let large = token(ALICE, pad);
+        assert!(
+            large.len() > pad && large.len() <= 64 * 1024,
+            "{}",
+            large.len()
+        );
+        let principal = auth
+            .authenticate(bearer("", &large, BearerScheme::OAuthBearer))
+            .await
+            .unwrap();
+        assert_maildrop(&principal, "acme", &server.alice_id);
+    }
+    let too_large = token(ALICE, 64 * 1024);
+    // Over the 64 KiB checked, but within the gRPC request limit: a definite answer.
+    assert!(too_large.len() > 64 * 1024 && too_large.len() < 128 * 1024);
+    let refused = auth
+        .authenticate(bearer("", &too_large, BearerScheme::OAuthBearer))
+        .await;
+    assert_eq!(refused, Err(AuthFailure::BadCredentials));
+
+    // HS256 "signed" with the provider's public key, a token for someone else, a tenant
+    // without bearer settings: all refused.
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("acme-1".to_owned());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({"iss": ISSUER, "aud": "pop3", "email": ALICE, "exp": now + 300});
+    let forged = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_secret(IDP.public_pem.as_bytes()),
+    )
+    .unwrap();
+    for (login, token) in [
+        ("", forged.as_str()),
+        ("bob@acme.example", small.as_str()),
+        ("alice@globex.example", small.as_str()),
+        ("", "not-a-token"),
+    ] {
+        let result = auth
+            .authenticate(bearer(login, token, BearerScheme::OAuthBearer))
+            .await;
+        assert_eq!(result, Err(AuthFailure::BadCredentials), "{login:?}");
+    }
+    // A token is a secret too: acme wants TLS for it.
+    for token in [&small, &forged] {
+        let result = auth
+            .authenticate(without_tls(bearer("", token, BearerScheme::OAuthBearer)))
+            .await;
+        assert_eq!(result, Err(AuthFailure::EncryptionRequired));
+    }
+
+    // An admin edit rewrites the file; the bearer settings survive it.
+    let admin = server.admin().await;
+    let dave = login("dave@acme.example");
+    let dave_id = admin.add_user(&dave, &Secret::new("pw")).await.unwrap();
+    let principal = auth
+        .authenticate(bearer(
+            "",
+            &token("dave@acme.example", 0),
+            BearerScheme::XOAuth2,
+        ))
+        .await
+        .unwrap();
+    assert_maildrop(&principal, "acme", dave_id.as_str());
     server.stop().await;
 }
 

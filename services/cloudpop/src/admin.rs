@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use cloudpop_auth::grpc::AdminClient;
-use cloudpop_auth::{Directory, Login, Secret, TenantInfo, UserId, UserInfo};
+use cloudpop_auth::{Directory, Login, Policy, Secret, TenantInfo, UserId, UserInfo};
 use cloudpop_maildrop::TenantId;
 
 use crate::cli::{AdminArgs, AdminCommand, DomainCommand, TenantCommand, UserCommand};
@@ -88,6 +88,17 @@ async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow:
                 if removed { "removed" } else { "set" }
             );
         }
+        UserCommand::Cram { login } => {
+            let login = parse(&login)?;
+            let secret = read_secret("CRAM-MD5 secret (empty removes it)")?;
+            let secret = (!secret.expose().is_empty()).then_some(secret);
+            let removed = secret.is_none();
+            target.edit_user(&login, Edit::Cram(secret)).await?;
+            println!(
+                "CRAM-MD5 secret of {login} {}",
+                if removed { "removed" } else { "set" }
+            );
+        }
         UserCommand::Disable { login } => {
             let login = parse(&login)?;
             target.edit_user(&login, Edit::Disabled(true)).await?;
@@ -118,13 +129,46 @@ async fn tenant(target: &Target, command: TenantCommand) -> anyhow::Result<()> {
                 info.domains.join(", ")
             );
         }
+        TenantCommand::Set {
+            id,
+            cleartext_allowed,
+            login_delay,
+            expire,
+        } => {
+            let id = TenantId::new(id).context("invalid tenant id")?;
+            let current = target
+                .list_tenants()
+                .await?
+                .into_iter()
+                .find(|t| t.id == id);
+            let mut policy = current.with_context(|| format!("no tenant {id}"))?.policy;
+            if let Some(allowed) = cleartext_allowed {
+                policy.cleartext_allowed = allowed;
+            }
+            if let Some(delay) = login_delay {
+                policy.login_delay =
+                    crate::config::duration::parse(&delay).map_err(anyhow::Error::msg)?;
+            }
+            if let Some(expire) = expire {
+                policy.expire_days = match expire.as_str() {
+                    "never" => None,
+                    days => Some(
+                        days.parse()
+                            .context("--expire takes `never` or a number of days")?,
+                    ),
+                };
+            }
+            let info = target.set_policy(&id, policy).await?;
+            println!("tenant {}: {}", info.id, describe(&info.policy));
+        }
         TenantCommand::List => {
-            println!("{:<24} domains", "tenant");
+            println!("{:<24} {:<40} policy", "tenant", "domains");
             for tenant in target.list_tenants().await? {
+                let domains = tenant.domains.join(", ");
                 println!(
-                    "{:<24} {}",
+                    "{:<24} {domains:<40} {}",
                     tenant.id.to_string(),
-                    tenant.domains.join(", ")
+                    describe(&tenant.policy)
                 );
             }
         }
@@ -132,10 +176,22 @@ async fn tenant(target: &Target, command: TenantCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn describe(policy: &Policy) -> String {
+    let expire = policy
+        .expire_days
+        .map_or("never".to_owned(), |d| format!("{d} days"));
+    format!(
+        "cleartext_allowed={} login_delay={} expire={expire}",
+        policy.cleartext_allowed,
+        crate::config::duration::format(policy.login_delay)
+    )
+}
+
 /// One change to an existing user.
 enum Edit {
     Password(Secret),
     Apop(Option<Secret>),
+    Cram(Option<Secret>),
     Disabled(bool),
 }
 
@@ -175,6 +231,7 @@ impl Target {
                 match &edit {
                     Edit::Password(password) => directory.set_password(login, password)?,
                     Edit::Apop(secret) => directory.set_apop_secret(login, secret.as_ref())?,
+                    Edit::Cram(secret) => directory.set_cram_secret(login, secret.as_ref())?,
                     Edit::Disabled(disabled) => directory.set_disabled(login, *disabled)?,
                 }
                 Ok(())
@@ -183,6 +240,7 @@ impl Target {
                 match &edit {
                     Edit::Password(password) => client.set_password(login, password).await?,
                     Edit::Apop(secret) => client.set_apop_secret(login, secret.as_ref()).await?,
+                    Edit::Cram(secret) => client.set_cram_secret(login, secret.as_ref()).await?,
                     Edit::Disabled(disabled) => client.set_disabled(login, *disabled).await?,
                 }
                 Ok(())
@@ -223,6 +281,16 @@ impl Target {
                 tenant_info(directory, tenant)
             }),
             Target::Remote(client) => Ok(client.add_domain(tenant, domain).await?),
+        }
+    }
+
+    async fn set_policy(&self, tenant: &TenantId, policy: Policy) -> anyhow::Result<TenantInfo> {
+        match self {
+            Target::File(path) => Self::with_file(path, |directory| {
+                directory.set_policy(tenant, policy)?;
+                tenant_info(directory, tenant)
+            }),
+            Target::Remote(client) => Ok(client.set_policy(tenant, &policy).await?),
         }
     }
 

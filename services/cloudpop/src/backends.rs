@@ -13,6 +13,8 @@ use cloudpop_maildrop::{
 use cloudpop_telemetry::ReadinessCheck;
 use tokio_util::sync::CancellationToken;
 
+use cloudpop_pop3::tls::{SniCert, TlsSettings, TlsTerminator, ensure_dev_certificate};
+
 use crate::config::{AuthBackend, Config, LockBackend, StoreBackend};
 
 /// How often a gRPC front-end asks the auth service whether APOP is offered.
@@ -133,4 +135,53 @@ pub async fn lock(
             Ok((lock, Some(check)))
         }
     }
+}
+
+/// The TLS certificates for STLS and POP3S, reloaded when their files change. Without a
+/// configured certificate, role `all` makes a self-signed development one; other roles run
+/// without TLS (and say so, since passwords then can't be used unless a tenant allows
+/// cleartext).
+pub fn tls(
+    config: &Config,
+    embedded: bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<TlsTerminator>> {
+    let tls = &config.tls;
+    let (cert, key) = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        _ if embedded && tls.dev_certificate => {
+            let dir = config.data_dir.join("tls");
+            let names = vec![config.pop3.hostname.clone()];
+            let (cert, key) = ensure_dev_certificate(&dir, &names)
+                .context("cannot create the development certificate")?;
+            println!(
+                "cloudpop: TLS uses the self-signed development certificate {}",
+                cert.display()
+            );
+            (cert, key)
+        }
+        _ => {
+            tracing::warn!(
+                "no TLS certificate configured ([tls] cert and key): STLS and POP3S are off"
+            );
+            return Ok(None);
+        }
+    };
+    let settings = TlsSettings {
+        cert,
+        key,
+        sni: tls
+            .sni
+            .iter()
+            .map(|s| SniCert {
+                domains: s.domains.clone(),
+                cert: s.cert.clone(),
+                key: s.key.clone(),
+            })
+            .collect(),
+        reload_interval: tls.reload_interval,
+    };
+    let terminator = TlsTerminator::load(&settings).context("[tls]")?;
+    terminator.spawn_reloader(shutdown.clone());
+    Ok(Some(terminator))
 }

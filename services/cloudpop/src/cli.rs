@@ -78,7 +78,21 @@ pub enum TenantCommand {
         #[arg(long = "domain", value_name = "DOMAIN")]
         domains: Vec<String>,
     },
-    /// List tenants and their domains.
+    /// Change a tenant's policy; options not given keep their value.
+    Set {
+        id: String,
+        /// Accept USER/PASS, PLAIN, LOGIN and bearer tokens without TLS (e.g. on a private
+        /// network). Default for new tenants: false.
+        #[arg(long, value_name = "BOOL")]
+        cleartext_allowed: Option<bool>,
+        /// RFC 2449 LOGIN-DELAY: minimum time between two logins of a user, e.g. `15m`.
+        #[arg(long, value_name = "DURATION")]
+        login_delay: Option<String>,
+        /// RFC 2449 EXPIRE: `never`, or days mail may stay after retrieval.
+        #[arg(long, value_name = "never|DAYS")]
+        expire: Option<String>,
+    },
+    /// List tenants, their domains and policies.
     List,
 }
 
@@ -98,6 +112,8 @@ pub enum UserCommand {
     Passwd { login: String },
     /// Set a user's APOP secret from standard input (an empty line removes it).
     Apop { login: String },
+    /// Set a user's CRAM-MD5 secret from standard input (an empty line removes it).
+    Cram { login: String },
     /// Disable a user: logins are refused with [SYS/PERM], delivery continues.
     Disable { login: String },
     /// Enable a disabled user.

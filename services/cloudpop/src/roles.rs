@@ -66,16 +66,24 @@ pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
             if let Some(check) = lock_check {
                 readiness = readiness.with_check("lock", check);
             }
-            let listener = bind("POP3", config.pop3.listen).await?;
+            let tls = backends::tls(&config, role == ServingRole::All, &shutdown)?;
+            let listeners = cloudpop_pop3::Pop3Listeners {
+                plain: Some(bind("POP3", config.pop3.listen).await?),
+                implicit_tls: match &tls {
+                    Some(_) => Some(bind("POP3S", config.pop3.listen_tls).await?),
+                    None => None,
+                },
+            };
             let deps = Arc::new(cloudpop_pop3::Pop3Deps {
                 authenticator: authenticator.clone(),
                 store: store.clone(),
                 lock,
-                config: config.pop3_config(),
+                config: config.pop3_config().map_err(anyhow::Error::msg)?,
+                tls,
             });
             let token = shutdown.clone();
             tasks.push(Box::pin(async move {
-                cloudpop_pop3::run(listener, deps, token)
+                cloudpop_pop3::run(listeners, deps, token)
                     .await
                     .context("POP3 listener")
             }));

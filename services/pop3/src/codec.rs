@@ -53,17 +53,40 @@ impl fmt::Display for MessageNumber {
 pub enum Command {
     User(String),
     Pass(Secret),
-    Apop { name: String, digest: Secret },
+    Apop {
+        name: String,
+        digest: Secret,
+    },
     Stat,
     List(Option<MessageNumber>),
     Retr(MessageNumber),
     Dele(MessageNumber),
     Noop,
     Rset,
-    Top { message: MessageNumber, lines: u32 },
+    Top {
+        message: MessageNumber,
+        lines: u32,
+    },
     Uidl(Option<MessageNumber>),
     Quit,
     Capa,
+    /// RFC 2595 §4: start TLS on this connection.
+    Stls,
+    /// RFC 5034 §4: SASL authentication. No mechanism: list the mechanisms (as Dovecot
+    /// and older clients expect). `initial` is the decoded initial response (`=` is empty).
+    Auth {
+        mechanism: Option<String>,
+        initial: Option<Secret>,
+    },
+}
+
+/// A client's answer to a SASL challenge (RFC 5034 §4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SaslResponse {
+    /// `*`: the client gives up.
+    Cancel,
+    /// The decoded response (empty for an empty line).
+    Data(Secret),
 }
 
 impl Command {
@@ -83,6 +106,8 @@ impl Command {
             Command::Uidl(_) => "UIDL",
             Command::Quit => "QUIT",
             Command::Capa => "CAPA",
+            Command::Stls => "STLS",
+            Command::Auth { .. } => "AUTH",
         }
     }
 }
@@ -100,23 +125,35 @@ pub enum ProtocolError {
     Unknown,
     #[error("{0}")]
     BadArguments(&'static str),
+    #[error("invalid base64")]
+    BadBase64,
 }
 
-/// Splits the input into lines of at most `max_line` octets (CRLF included) and parses them.
+/// Splits the input into lines and parses them, with bounded line lengths: `max_line` for
+/// commands, and `max_sasl_line` for `AUTH` lines and SASL responses (bearer tokens are
+/// several kilobytes; RFC 5034 §4 lets them exceed the RFC 2449 limit).
 #[derive(Debug)]
 pub struct Decoder {
     max_line: usize,
+    max_sasl_line: usize,
     /// Inside an over-long line whose rest is being dropped.
     discarding: bool,
 }
 
 impl Decoder {
-    /// A decoder for lines of at most `max_line` octets including the CRLF.
+    /// A decoder for command lines of at most `max_line` octets including the CRLF.
     pub fn new(max_line: usize) -> Self {
         Self {
             max_line,
+            max_sasl_line: max_line,
             discarding: false,
         }
+    }
+
+    /// Allows `AUTH` lines and SASL responses up to `max_sasl_line` octets.
+    pub fn with_sasl_limit(mut self, max_sasl_line: usize) -> Self {
+        self.max_sasl_line = max_sasl_line.max(self.max_line);
+        self
     }
 
     /// Decodes the next command from `buf`, consuming its line.
@@ -124,6 +161,36 @@ impl Decoder {
     /// `Ok(None)`: more bytes are needed (`buf` then holds less than one line limit).
     /// `Err(_)`: one bad line was consumed; answer `-ERR` and call again.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Command>, ProtocolError> {
+        let Some(line) = self.next_line(buf, self.max_sasl_line)? else {
+            return Ok(None);
+        };
+        if line.len() > self.max_line && !is_auth_line(&line) {
+            return Err(ProtocolError::LineTooLong);
+        }
+        parse_line(strip_line_end(&line)).map(Some)
+    }
+
+    /// Decodes the client's next answer during a SASL exchange (RFC 5034 §4).
+    pub fn decode_sasl(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<SaslResponse>, ProtocolError> {
+        let Some(line) = self.next_line(buf, self.max_sasl_line)? else {
+            return Ok(None);
+        };
+        let content = strip_line_end(&line);
+        if content == b"*" {
+            return Ok(Some(SaslResponse::Cancel));
+        }
+        decode_base64(content).map(|data| Some(SaslResponse::Data(data)))
+    }
+
+    /// The next complete line, CRLF included, of at most `limit` octets.
+    fn next_line(
+        &mut self,
+        buf: &mut BytesMut,
+        limit: usize,
+    ) -> Result<Option<BytesMut>, ProtocolError> {
         loop {
             let newline = buf.iter().position(|&b| b == b'\n');
             if self.discarding {
@@ -140,7 +207,7 @@ impl Decoder {
                 }
             }
             let Some(i) = newline else {
-                if buf.len() >= self.max_line {
+                if buf.len() >= limit {
                     // Bounded memory: drop what we have and skip to the next line end.
                     buf.clear();
                     self.discarding = true;
@@ -149,13 +216,25 @@ impl Decoder {
                 return Ok(None);
             };
             let line = buf.split_to(i + 1);
-            if line.len() > self.max_line {
+            if line.len() > limit {
                 return Err(ProtocolError::LineTooLong);
             }
-            let content = strip_line_end(&line);
-            return parse_line(content).map(Some);
+            return Ok(Some(line));
         }
     }
+}
+
+fn is_auth_line(line: &[u8]) -> bool {
+    line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"AUTH ")
+}
+
+/// Decodes base64 (RFC 4648 §4, with padding), as SASL requires (RFC 5034 §4).
+fn decode_base64(text: &[u8]) -> Result<Secret, ProtocolError> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map(Secret::new)
+        .map_err(|_| ProtocolError::BadBase64)
 }
 
 fn strip_line_end(line: &[u8]) -> &[u8] {
@@ -218,6 +297,8 @@ fn parse_command(keyword: &[u8], args: &[&str]) -> Result<Command, ProtocolError
         b"RSET" => no_args(args, Command::Rset, "RSET takes no argument"),
         b"QUIT" => no_args(args, Command::Quit, "QUIT takes no argument"),
         b"CAPA" => no_args(args, Command::Capa, "CAPA takes no argument"),
+        b"STLS" => no_args(args, Command::Stls, "STLS takes no argument"),
+        b"AUTH" => parse_auth(args),
         b"LIST" => optional_number(args).map(Command::List),
         b"UIDL" => optional_number(args).map(Command::Uidl),
         b"RETR" => one_number(args).map(Command::Retr),
@@ -233,6 +314,30 @@ fn parse_command(keyword: &[u8], args: &[&str]) -> Result<Command, ProtocolError
         },
         _ => Err(ProtocolError::Unknown),
     }
+}
+
+fn parse_auth(args: &[&str]) -> Result<Command, ProtocolError> {
+    let (mechanism, initial) = match args {
+        [] => (None, None),
+        [mechanism] => (Some(mechanism), None),
+        [mechanism, initial] => (Some(mechanism), Some(initial)),
+        _ => {
+            return Err(ProtocolError::BadArguments(
+                "AUTH takes a mechanism and an initial response",
+            ));
+        }
+    };
+    let initial = match initial {
+        // RFC 5034 §4: "=" is an empty initial response.
+        Some(&"=") => Some(Secret::new(Vec::new())),
+        Some(text) => Some(decode_base64(text.as_bytes())?),
+        None => None,
+    };
+    let mechanism = mechanism.map(|m| m.to_ascii_uppercase());
+    if mechanism.as_ref().is_some_and(|m| m.len() > 20) {
+        return Err(ProtocolError::BadArguments("unknown SASL mechanism"));
+    }
+    Ok(Command::Auth { mechanism, initial })
 }
 
 fn no_args(args: &[&str], command: Command, why: &'static str) -> Result<Command, ProtocolError> {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::proxy_protocol::TrustedNetworks;
+
 /// RFC 2449 EXPIRE as advertised before login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExpirePolicy {
@@ -36,6 +38,17 @@ pub struct Pop3Config {
     pub login_delay: u64,
     /// EXPIRE advertised before login (RFC 2449 §6.7).
     pub expire: ExpirePolicy,
+    /// Longest `AUTH` line or SASL response, CRLF included (bearer tokens are kilobytes).
+    pub max_sasl_line_length: usize,
+    /// Advertise USER and the SASL mechanisms that send a password or token (PLAIN, LOGIN,
+    /// OAUTHBEARER, XOAUTH2) on connections without TLS. Whether a login is accepted there
+    /// is still each tenant's policy.
+    pub offer_cleartext_without_tls: bool,
+    /// PROXY protocol: the networks whose connections must start with a v1 or v2 header.
+    /// Everyone else connects directly and is refused if they send one. `None`: off.
+    pub proxy_protocol: Option<TrustedNetworks>,
+    /// Time a trusted proxy has to send its PROXY header.
+    pub proxy_header_timeout: Duration,
 }
 
 impl Default for Pop3Config {
@@ -53,6 +66,10 @@ impl Default for Pop3Config {
             stream_buffer: 64 * 1024,
             login_delay: 0,
             expire: ExpirePolicy::Never,
+            max_sasl_line_length: 16 * 1024,
+            offer_cleartext_without_tls: false,
+            proxy_protocol: None,
+            proxy_header_timeout: Duration::from_secs(5),
         }
     }
 }

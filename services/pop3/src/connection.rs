@@ -8,9 +8,10 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::codec::Decoder;
+use crate::proxy_protocol::{self, Sniff};
 use crate::reply::{BodyLimit, Reply, RespCode, Response};
 use crate::server::Pop3Deps;
 use crate::session::{ConnectionInfo, Session};
@@ -29,6 +30,12 @@ pub(crate) enum Outcome {
     LockLost,
     /// The store failed while a message was being sent.
     StoreFailed,
+    /// STLS was answered: the caller runs the TLS handshake and continues on TLS.
+    StartTls,
+    /// The TLS handshake failed or timed out.
+    TlsFailed,
+    /// A PROXY header from a peer that is not a trusted proxy.
+    ProxyRefused,
 }
 
 impl Outcome {
@@ -41,6 +48,9 @@ impl Outcome {
             Outcome::Shutdown => "shutdown",
             Outcome::LockLost => "lock_lost",
             Outcome::StoreFailed => "store_failed",
+            Outcome::StartTls => "start_tls",
+            Outcome::TlsFailed => "tls_failed",
+            Outcome::ProxyRefused => "proxy_refused",
         }
     }
 }
@@ -70,7 +80,7 @@ struct Connection<S> {
     next_renewal: Option<Instant>,
 }
 
-/// Serves one POP3 connection to its end.
+/// Serves one POP3 connection to its end: greeting, commands, STLS, and the session-end log.
 pub(crate) async fn serve<S>(
     stream: S,
     deps: Arc<Pop3Deps>,
@@ -81,14 +91,26 @@ pub(crate) async fn serve<S>(
 {
     let started = Instant::now();
     let mut session = Session::new(deps.clone(), info);
-    let mut conn = Connection {
-        stream,
-        deps: deps.clone(),
-        out: BytesMut::new(),
-        bytes_sent: 0,
-        next_renewal: None,
-    };
-    let outcome = conn.run(&mut session, &shutdown).await;
+    let mut conn = Connection::new(stream, deps.clone());
+    session.greeting().encode(&mut conn.out);
+    let mut outcome = conn.run(&mut session, &shutdown).await;
+    let mut bytes_sent = conn.bytes_sent;
+    if outcome == Outcome::StartTls {
+        outcome = Outcome::TlsFailed;
+        if let Some(tls) = &deps.tls {
+            let handshake = tls.acceptor().accept(conn.stream);
+            match timeout(deps.config.idle_timeout_authorization, handshake).await {
+                Ok(Ok(stream)) => {
+                    session.tls_started();
+                    let mut conn = Connection::new(stream, deps.clone());
+                    outcome = conn.run(&mut session, &shutdown).await;
+                    bytes_sent += conn.bytes_sent;
+                }
+                Ok(Err(e)) => debug!(error = %e, "TLS handshake after STLS failed"),
+                Err(_) => debug!("TLS handshake after STLS timed out"),
+            }
+        }
+    }
     // Anything but QUIT ends without UPDATE: nothing is deleted (RFC 1939 §6).
     session.abandon().await;
     let stats = session.stats();
@@ -100,45 +122,94 @@ pub(crate) async fn serve<S>(
         retrieved = stats.retrieved,
         deleted = stats.deleted,
         auth_failures = stats.auth_failures,
-        bytes_sent = conn.bytes_sent,
+        bytes_sent,
+        tls = session.is_tls(),
         "pop3 session ended"
     );
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    fn new(stream: S, deps: Arc<Pop3Deps>) -> Self {
+        Self {
+            stream,
+            deps,
+            out: BytesMut::new(),
+            bytes_sent: 0,
+            next_renewal: None,
+        }
+    }
+
     async fn run(&mut self, session: &mut Session, shutdown: &CancellationToken) -> Outcome {
         let config = &self.deps.config;
-        let mut decoder = Decoder::new(config.max_line_length);
+        let mut decoder =
+            Decoder::new(config.max_line_length).with_sasl_limit(config.max_sasl_line_length);
         let mut input = BytesMut::new();
-        session.greeting().encode(&mut self.out);
+        let mut sniffing = session.refuses_proxy_header();
         loop {
+            if sniffing {
+                match proxy_protocol::sniff(&input) {
+                    Sniff::Header => {
+                        warn!(
+                            "PROXY protocol header from an untrusted address; connection refused"
+                        );
+                        return self
+                            .say_goodbye(
+                                Response::err("PROXY protocol is not accepted from this address"),
+                                Outcome::ProxyRefused,
+                            )
+                            .await;
+                    }
+                    Sniff::NotHeader => sniffing = false,
+                    Sniff::NeedMore => {}
+                }
+            }
             // Answer every complete command already received, in order (RFC 2449 §6.6).
-            loop {
-                if shutdown.is_cancelled() {
-                    return self
-                        .say_goodbye(
-                            Response::err_code(RespCode::SysTemp, "server shutting down"),
-                            Outcome::Shutdown,
-                        )
-                        .await;
-                }
-                let reply = match decoder.decode(&mut input) {
-                    Ok(Some(command)) => session.handle(command).await,
-                    Ok(None) => break,
-                    Err(error) => session.on_protocol_error(&error),
-                };
-                if session.is_logged_in() && self.next_renewal.is_none() {
-                    self.next_renewal = Some(Instant::now() + self.renew_every());
-                }
-                let close = matches!(reply, Reply::Close(_));
-                if let Err(e) = self.write_reply(reply, session).await {
-                    return e.into();
-                }
-                if close {
-                    return match self.flush().await {
-                        Ok(()) => Outcome::Closed,
-                        Err(e) => e.into(),
+            if !sniffing {
+                loop {
+                    if shutdown.is_cancelled() {
+                        return self
+                            .say_goodbye(
+                                Response::err_code(RespCode::SysTemp, "server shutting down"),
+                                Outcome::Shutdown,
+                            )
+                            .await;
+                    }
+                    let reply = if session.awaiting_sasl() {
+                        match decoder.decode_sasl(&mut input) {
+                            Ok(None) => break,
+                            Ok(Some(response)) => session.handle_sasl(Ok(response)).await,
+                            Err(error) => session.handle_sasl(Err(error)).await,
+                        }
+                    } else {
+                        match decoder.decode(&mut input) {
+                            Ok(Some(command)) => session.handle(command).await,
+                            Ok(None) => break,
+                            Err(error) => session.on_protocol_error(&error),
+                        }
                     };
+                    if session.is_logged_in() && self.next_renewal.is_none() {
+                        self.next_renewal = Some(Instant::now() + self.renew_every());
+                    }
+                    let close = matches!(reply, Reply::Close(_));
+                    let start_tls = matches!(reply, Reply::StartTls(_));
+                    if let Err(e) = self.write_reply(reply, session).await {
+                        return e.into();
+                    }
+                    if start_tls {
+                        // RFC 2595 §4 / RFC 3207 §6: bytes the client sent after STLS, before
+                        // the handshake, are discarded, never executed (command injection).
+                        input.clear();
+                        return match self.flush().await {
+                            Ok(()) => Outcome::StartTls,
+                            Err(e) => e.into(),
+                        };
+                    }
+                    if close {
+                        return match self.flush().await {
+                            Ok(()) => Outcome::Closed,
+                            Err(e) => e.into(),
+                        };
+                    }
                 }
             }
             if let Err(e) = self.flush().await {

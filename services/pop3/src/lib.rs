@@ -7,6 +7,7 @@
 //!   touch the socket.
 //! - [`connection`] and [`server`]: the read → decode → handle → encode → write loop, the
 //!   listener, timeouts and the connection cap.
+//! - [`tls`]: certificates, SNI selection and hot reload for STLS and implicit TLS.
 //!
 //! This crate does not check credentials (it asks an [`cloudpop_auth::Authenticator`]) and does
 //! not know where messages live (it asks a [`cloudpop_maildrop::MessageStore`]).
@@ -15,12 +16,15 @@ pub mod capabilities;
 pub mod codec;
 mod config;
 mod connection;
+pub mod proxy_protocol;
 pub mod reply;
+pub mod sasl;
 pub mod server;
 pub mod session;
 pub mod stuffing;
+pub mod tls;
 
 pub use codec::{Command, Decoder, MessageNumber, ProtocolError};
 pub use config::{ExpirePolicy, Pop3Config};
 pub use reply::{Reply, RespCode, Response};
-pub use server::{Pop3Deps, run};
+pub use server::{Pop3Deps, Pop3Listeners, run};

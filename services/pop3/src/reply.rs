@@ -156,13 +156,27 @@ pub enum Reply {
     },
     /// A status line after which the connection is closed.
     Close(Response),
+    /// RFC 5034 §4: a SASL challenge, `+ ` and the base64 of these bytes.
+    Continue(Vec<u8>),
+    /// RFC 2595 §4: `+OK`, after which the connection starts TLS.
+    StartTls(Response),
 }
 
 impl Reply {
     /// Encodes everything except a streamed body (the connection streams that).
     pub fn encode_head(&self, out: &mut BytesMut) {
         match self {
-            Reply::Single(r) | Reply::Close(r) => r.encode(out),
+            Reply::Single(r) | Reply::Close(r) | Reply::StartTls(r) => r.encode(out),
+            Reply::Continue(challenge) => {
+                use base64::Engine;
+                out.put_slice(b"+ ");
+                out.put_slice(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(challenge)
+                        .as_bytes(),
+                );
+                out.put_slice(b"\r\n");
+            }
             Reply::Multiline(r, body) => {
                 r.encode(out);
                 body.encode(out);
@@ -171,11 +185,14 @@ impl Reply {
         }
     }
 
-    /// The status line, for logs and metrics.
-    pub fn status(&self) -> &Response {
+    /// Whether this answers the command positively (a challenge counts as going on).
+    pub fn is_ok(&self) -> bool {
         match self {
-            Reply::Single(r) | Reply::Close(r) | Reply::Multiline(r, _) => r,
-            Reply::Message { status, .. } => status,
+            Reply::Single(r) | Reply::Close(r) | Reply::Multiline(r, _) | Reply::StartTls(r) => {
+                r.is_ok()
+            }
+            Reply::Message { status, .. } => status.is_ok(),
+            Reply::Continue(_) => true,
         }
     }
 }
@@ -197,6 +214,9 @@ impl fmt::Debug for Reply {
                 .field("size", size)
                 .finish(),
             Reply::Close(r) => f.debug_tuple("Close").field(r).finish(),
+            Reply::StartTls(r) => f.debug_tuple("StartTls").field(r).finish(),
+            // A challenge may carry a CRAM-MD5 nonce: harmless, but kept out of logs anyway.
+            Reply::Continue(c) => write!(f, "Continue({} bytes)", c.len()),
         }
     }
 }

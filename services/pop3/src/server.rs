@@ -1,20 +1,24 @@
-//! The POP3 listener: accepts connections, caps them, and drains on shutdown.
+//! The POP3 listeners: accept connections (plain with STLS, and implicit TLS), apply the
+//! PROXY protocol policy, cap connections, and drain on shutdown.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cloudpop_auth::Authenticator;
 use cloudpop_maildrop::{MaildropLock, MessageStore};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::config::Pop3Config;
 use crate::connection;
+use crate::proxy_protocol::{self, Expectation};
 use crate::session::ConnectionInfo;
+use crate::tls::TlsTerminator;
 
 /// What a POP3 front-end needs; injected so tests and roles choose the implementations.
 #[derive(Debug)]
@@ -23,60 +27,156 @@ pub struct Pop3Deps {
     pub store: Arc<dyn MessageStore>,
     pub lock: Arc<dyn MaildropLock>,
     pub config: Pop3Config,
+    /// Certificates for STLS and implicit TLS; `None` disables both.
+    pub tls: Option<TlsTerminator>,
 }
 
-/// Serves POP3 on `listener` until `shutdown` is cancelled, then waits for sessions to end.
+/// The sockets to serve. Either may be absent.
+#[derive(Debug, Default)]
+pub struct Pop3Listeners {
+    /// Plain POP3 (port 110), with STLS when TLS is configured.
+    pub plain: Option<TcpListener>,
+    /// POP3S (port 995): TLS from the first byte (RFC 8314 §3.3).
+    pub implicit_tls: Option<TcpListener>,
+}
+
+/// Serves POP3 until `shutdown` is cancelled, then waits for sessions to end.
 ///
-/// On shutdown the listener closes at once; each session finishes the response it is
+/// On shutdown the listeners close at once; each session finishes the response it is
 /// sending, says `-ERR [SYS/TEMP]` and closes without UPDATE.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Pop3Listeners,
     deps: Arc<Pop3Deps>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let sessions = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(deps.config.max_connections));
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %e, "pop3 accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            sessions.spawn(refuse(stream));
-            continue;
-        };
-        let info = ConnectionInfo {
-            client_addr: Some(peer),
-            local_addr: stream.local_addr().ok(),
-            tls: false,
-        };
-        let span = info_span!("pop3_session", client = %peer);
-        let deps = deps.clone();
-        let shutdown = shutdown.clone();
-        sessions.spawn(
-            async move {
-                connection::serve(stream, deps, info, shutdown).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
-    }
-    drop(listener);
+    let accept = Acceptor {
+        deps,
+        sessions: sessions.clone(),
+        permits,
+        shutdown,
+    };
+    let plain = async {
+        if let Some(listener) = listeners.plain {
+            accept.accept_loop(listener, false).await;
+        }
+    };
+    let implicit = async {
+        if let Some(listener) = listeners.implicit_tls {
+            accept.accept_loop(listener, true).await;
+        }
+    };
+    tokio::join!(plain, implicit);
     sessions.close();
     sessions.wait().await;
     Ok(())
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let write = stream.write_all(b"-ERR [SYS/TEMP] too many connections, try again later\r\n");
-    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+struct Acceptor {
+    deps: Arc<Pop3Deps>,
+    sessions: TaskTracker,
+    permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
+impl Acceptor {
+    async fn accept_loop(&self, listener: TcpListener, implicit_tls: bool) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!(error = %e, "pop3 accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                self.sessions
+                    .spawn(refuse(stream, "too many connections, try again later"));
+                continue;
+            };
+            let deps = self.deps.clone();
+            let shutdown = self.shutdown.clone();
+            let span = info_span!("pop3_session", peer = %peer, client = tracing::field::Empty, tls = implicit_tls);
+            self.sessions.spawn(
+                async move {
+                    start(stream, peer, implicit_tls, deps, shutdown).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+/// Reads a PROXY header where one is due, runs the implicit TLS handshake, and serves.
+async fn start(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    implicit_tls: bool,
+    deps: Arc<Pop3Deps>,
+    shutdown: CancellationToken,
+) {
+    let config = &deps.config;
+    let mut info = ConnectionInfo {
+        client_addr: Some(peer),
+        local_addr: stream.local_addr().ok(),
+        tls: implicit_tls,
+        refuse_proxy_header: false,
+    };
+    if let Some(trusted) = &config.proxy_protocol {
+        match proxy_protocol::decide(peer.ip(), trusted, true) {
+            Expectation::Header => {
+                let read = proxy_protocol::read_header(
+                    &mut stream,
+                    config.proxy_header_timeout,
+                    proxy_protocol::DEFAULT_MAX_LEN,
+                );
+                match read.await {
+                    Ok((header, _)) => {
+                        info.client_addr = Some(header.source_or(peer));
+                        if let Some(destination) = header.destination {
+                            info.local_addr = Some(destination);
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "connection from a trusted proxy refused");
+                        return;
+                    }
+                }
+            }
+            Expectation::Direct => info.refuse_proxy_header = true,
+        }
+    }
+    if let Some(client) = info.client_addr {
+        tracing::Span::current().record("client", tracing::field::display(client));
+    }
+    if !implicit_tls {
+        connection::serve(stream, deps, info, shutdown).await;
+        return;
+    }
+    let Some(tls) = deps.tls.clone() else {
+        return;
+    };
+    match tokio::time::timeout(
+        config.idle_timeout_authorization,
+        tls.acceptor().accept(stream),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => connection::serve(stream, deps, info, shutdown).await,
+        Ok(Err(e)) => debug!(error = %e, "implicit TLS handshake failed"),
+        Err(_) => debug!("implicit TLS handshake timed out"),
+    }
+}
+
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, why: &str) {
+    let line = format!("-ERR [SYS/TEMP] {why}\r\n");
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(line.as_bytes())).await;
 }

@@ -8,13 +8,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cloudpop_auth::Secret;
 use cloudpop_auth::{AuthFailure, AuthRequest, Credential, Principal};
 use cloudpop_maildrop::{Lease, MessageEntry, StoreError, UniqueId};
 use tracing::{debug, warn};
 
 use crate::capabilities;
-use crate::codec::{Command, MessageNumber, ProtocolError};
+use crate::capabilities::CapaContext;
+use crate::codec::{Command, MessageNumber, ProtocolError, SaslResponse};
 use crate::reply::{BodyLimit, Reply, RespCode, Response};
+use crate::sasl::{self, Mechanism, Pending, Step};
 use crate::server::Pop3Deps;
 
 /// Facts about the connection that the session needs.
@@ -23,6 +26,9 @@ pub struct ConnectionInfo {
     pub client_addr: Option<SocketAddr>,
     pub local_addr: Option<SocketAddr>,
     pub tls: bool,
+    /// A direct (untrusted) peer on a PROXY-protocol listener: a PROXY header from it is
+    /// refused, since it would claim someone else's address.
+    pub refuse_proxy_header: bool,
 }
 
 /// Counters for the end-of-session log line.
@@ -58,6 +64,8 @@ enum State {
 struct Authorization {
     /// The name from the USER command just before (RFC 1939 §7: PASS must follow USER).
     pending_user: Option<String>,
+    /// A SASL exchange waiting for the client's response (RFC 5034 §4).
+    sasl: Option<Pending>,
     failures: u32,
 }
 
@@ -156,6 +164,16 @@ impl Session {
         &self.stats
     }
 
+    /// Whether a PROXY header at the start of this connection must be refused.
+    pub fn refuses_proxy_header(&self) -> bool {
+        self.info.refuse_proxy_header
+    }
+
+    /// Whether the connection is on TLS (implicit, or after STLS).
+    pub fn is_tls(&self) -> bool {
+        self.info.tls
+    }
+
     /// Whether the session is logged in (for the idle timeout that applies).
     pub fn is_logged_in(&self) -> bool {
         matches!(self.state, State::Transaction(_))
@@ -186,6 +204,9 @@ impl Session {
         if let Command::Capa = command {
             return self.capa();
         }
+        if let Command::Stls = command {
+            return self.stls();
+        }
         let state = std::mem::replace(&mut self.state, State::Closed);
         let (state, reply) = match state {
             State::Authorization(auth) => self.authorization(auth, command).await,
@@ -193,16 +214,166 @@ impl Session {
             State::Closed => (State::Closed, Reply::Close(Response::err("session closed"))),
         };
         self.state = state;
-        debug!(command = name, ok = reply.status().is_ok(), "pop3 command");
+        debug!(command = name, ok = reply.is_ok(), "pop3 command");
         reply
     }
 
+    /// What this connection may do right now, for CAPA.
+    fn capa_context(&self) -> CapaContext {
+        let cleartext_ok = self.info.tls || self.deps.config.offer_cleartext_without_tls;
+        let mechanisms = Mechanism::ALL
+            .into_iter()
+            .filter(|m| match m {
+                Mechanism::CramMd5 => self.deps.authenticator.cram_md5_offered(),
+                _ => cleartext_ok && m.sends_cleartext_secret(),
+            })
+            .collect();
+        CapaContext {
+            user: cleartext_ok,
+            stls: self.stls_available(),
+            mechanisms,
+        }
+    }
+
+    fn stls_available(&self) -> bool {
+        !self.info.tls && self.deps.tls.is_some() && !self.is_logged_in()
+    }
+
     fn capa(&self) -> Reply {
+        let context = self.capa_context();
         let body = match &self.state {
-            State::Transaction(t) => capabilities::after_login(&t.principal.policy),
-            _ => capabilities::before_login(&self.deps.config),
+            State::Transaction(t) => capabilities::after_login(&t.principal.policy, &context),
+            _ => capabilities::before_login(&self.deps.config, &context),
         };
         Reply::Multiline(Response::ok("Capability list follows"), body)
+    }
+
+    /// RFC 2595 §4: STLS, only in AUTHORIZATION and only once.
+    fn stls(&mut self) -> Reply {
+        if self.info.tls {
+            return Response::err("TLS is already active").into();
+        }
+        if self.deps.tls.is_none() {
+            return Response::err("STLS is not available").into();
+        }
+        if self.is_logged_in() {
+            return Response::err("STLS is allowed only before login").into();
+        }
+        Reply::StartTls(Response::ok("begin TLS negotiation"))
+    }
+
+    /// Called once the TLS handshake after STLS succeeded. RFC 2595 §4: the server forgets
+    /// what the client said before (a pending USER), and the session is now on TLS.
+    pub fn tls_started(&mut self) {
+        self.info.tls = true;
+        if let State::Authorization(auth) = &mut self.state {
+            auth.pending_user = None;
+            auth.sasl = None;
+        }
+    }
+
+    /// Whether the next line is a SASL response rather than a command.
+    pub fn awaiting_sasl(&self) -> bool {
+        matches!(
+            &self.state,
+            State::Authorization(Authorization { sasl: Some(_), .. })
+        )
+    }
+
+    /// Handles the client's response in a SASL exchange.
+    pub async fn handle_sasl(&mut self, response: Result<SaslResponse, ProtocolError>) -> Reply {
+        let State::Authorization(mut auth) = std::mem::replace(&mut self.state, State::Closed)
+        else {
+            return Reply::Close(Response::err("session closed"));
+        };
+        let Some(pending) = auth.sasl.take() else {
+            self.state = State::Authorization(auth);
+            return Response::err("no authentication in progress").into();
+        };
+        let (state, reply) = match response {
+            Ok(SaslResponse::Cancel) => (
+                State::Authorization(auth),
+                Response::err("authentication cancelled").into(),
+            ),
+            // RFC 5034 §4: a response that is not valid base64 fails the exchange; the
+            // session goes on.
+            Err(error) => (
+                State::Authorization(auth),
+                Response::err(error.to_string()).into(),
+            ),
+            Ok(SaslResponse::Data(data)) => self.sasl_step(auth, sasl::next(pending, data)).await,
+        };
+        self.state = state;
+        reply
+    }
+
+    async fn sasl_step(&mut self, mut auth: Authorization, step: Step) -> (State, Reply) {
+        match step {
+            Step::Challenge(challenge, pending) => {
+                auth.sasl = Some(pending);
+                (State::Authorization(auth), Reply::Continue(challenge))
+            }
+            Step::Fail(reason) => (State::Authorization(auth), Response::err(reason).into()),
+            Step::Check { login, credential } => {
+                let bearer = matches!(credential, Credential::Bearer { .. });
+                let (state, reply) = self.login(auth, login, credential).await;
+                match state {
+                    // RFC 7628 §3.2.2: a failed bearer token gets an error challenge; the
+                    // client answers it, and only then does the exchange fail.
+                    State::Authorization(mut auth)
+                        if bearer
+                            && matches!(
+                                &reply,
+                                Reply::Single(Response::Err {
+                                    code: Some(RespCode::Auth),
+                                    ..
+                                })
+                            ) =>
+                    {
+                        auth.sasl = Some(Pending::BearerFailed);
+                        (
+                            State::Authorization(auth),
+                            Reply::Continue(sasl::BEARER_ERROR.to_vec()),
+                        )
+                    }
+                    state => (state, reply),
+                }
+            }
+        }
+    }
+
+    async fn auth_command(
+        &mut self,
+        auth: Authorization,
+        mechanism: Option<String>,
+        initial: Option<Secret>,
+    ) -> (State, Reply) {
+        let Some(name) = mechanism else {
+            // Without a mechanism: list what may be used now (as Dovecot does).
+            let mut body = crate::reply::MultilineBody::new();
+            for mechanism in self.capa_context().mechanisms {
+                body.push_line(mechanism.name());
+            }
+            return (
+                State::Authorization(auth),
+                Reply::Multiline(Response::ok("mechanisms follow"), body),
+            );
+        };
+        let Some(mechanism) = Mechanism::from_name(&name) else {
+            return (
+                State::Authorization(auth),
+                Response::err("unsupported SASL mechanism").into(),
+            );
+        };
+        if mechanism == Mechanism::CramMd5 && !self.deps.authenticator.cram_md5_offered() {
+            return (
+                State::Authorization(auth),
+                Response::err("unsupported SASL mechanism").into(),
+            );
+        }
+        let challenge = apop_challenge(&self.deps.config.hostname);
+        self.sasl_step(auth, sasl::start(mechanism, initial, challenge))
+            .await
     }
 
     async fn authorization(&mut self, mut auth: Authorization, command: Command) -> (State, Reply) {
@@ -234,6 +405,9 @@ impl Session {
                     Response::err("APOP is not available").into(),
                 ),
             },
+            Command::Auth { mechanism, initial } => {
+                self.auth_command(auth, mechanism, initial).await
+            }
             Command::Quit => (
                 State::Closed,
                 Reply::Close(Response::ok("cloudpop signing off")),
@@ -325,6 +499,12 @@ impl Session {
             AuthFailure::Permanent(_) => {
                 Response::err_code(RespCode::SysPerm, "account unavailable")
             }
+            // Said before the credential is checked, so it is the same for right and wrong
+            // passwords (Dovecot answers in the same way).
+            AuthFailure::EncryptionRequired => Response::err_code(
+                RespCode::Auth,
+                "cleartext authentication is not allowed without TLS; use STLS or POP3S",
+            ),
         };
         if let AuthFailure::Temporary(reason) | AuthFailure::Permanent(reason) = &failure {
             warn!(%reason, "login refused");
@@ -391,9 +571,11 @@ impl Session {
                 .into()
             }
             Command::Quit => return (State::Closed, self.update(txn).await),
-            Command::User(_) | Command::Pass(_) | Command::Apop { .. } => {
-                Response::err("already logged in").into()
-            }
+            Command::User(_)
+            | Command::Pass(_)
+            | Command::Apop { .. }
+            | Command::Auth { .. }
+            | Command::Stls => Response::err("already logged in").into(),
             Command::Capa => self.capa(),
         };
         (State::Transaction(txn), reply)

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::password::PasswordDigest;
 use super::reload::{Fingerprint, Watch};
-use super::{Directory, DirectoryError, User, UserId, apop, file};
+use super::{
+    Directory, DirectoryError, Tenant, User, UserId, apop, cram, file, jwks_files, read_jwks_files,
+};
 use crate::authenticator::{
     AuthFailure, AuthRequest, Authenticator, Credential, LookupError, Policy, Principal,
 };
@@ -26,18 +28,26 @@ const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Checked against when the user has no APOP secret, so that the check costs the same.
 const NO_APOP_SECRET: &[u8] = b"cloudpop: this user has no APOP secret";
+/// Checked against when the user has no CRAM-MD5 secret, so that the check costs the same.
+const NO_CRAM_SECRET: &[u8] = b"cloudpop: this user has no CRAM-MD5 secret";
 
 /// Serves [`Authenticator`] from a directory file, and reloads it when it changes.
 ///
 /// - Passwords are checked with argon2id on the blocking thread pool, at most one check per
 ///   CPU at a time (each takes ~19 MiB and tens of milliseconds). An unknown user costs the
 ///   same check against a dummy hash, so timing does not reveal which users exist.
-/// - APOP digests are compared in constant time; a user without an APOP secret fails APOP.
+/// - APOP and CRAM-MD5 digests are compared in constant time; a user without the
+///   mechanism's secret fails it, after a check that costs the same.
+/// - Bearer tokens (OAUTHBEARER, XOAUTH2) are JWTs checked against the tenant's
+///   `[tenants.jwt]` settings (see the [module docs](super)); a tenant without them refuses
+///   every token.
 /// - A disabled account is reported as [`AuthFailure::Permanent`] only to a client that
 ///   proved the credential; otherwise the answer is [`AuthFailure::BadCredentials`], so that
 ///   account status is not disclosed to guessers.
-/// - Where the tenant forbids cleartext, a password without TLS is refused before it is
-///   checked, so the answer says nothing about the password.
+/// - Where the tenant forbids cleartext (the default), a password or bearer token without
+///   TLS is refused with [`AuthFailure::EncryptionRequired`] before it is checked, so the
+///   answer says nothing about the credential. APOP and CRAM-MD5 never send the secret and
+///   are allowed without TLS.
 /// - The tenant's login delay (RFC 2449 LOGIN-DELAY) is enforced per process, in memory.
 /// - Disabled users still resolve as recipients: disabling stops access, not mail, so a
 ///   suspended account does not bounce its mail. Removing the user stops delivery.
@@ -63,15 +73,18 @@ struct Inner {
 struct Snapshot {
     directory: Arc<Directory>,
     apop_offered: bool,
+    cram_md5_offered: bool,
 }
 
 impl Snapshot {
     fn new(directory: Directory) -> Arc<Self> {
         let apop_offered = directory.has_apop_secrets();
+        let cram_md5_offered = directory.has_cram_secrets();
         let directory = Arc::new(directory);
         Arc::new(Snapshot {
             directory,
             apop_offered,
+            cram_md5_offered,
         })
     }
 }
@@ -121,9 +134,11 @@ impl DirectoryAuthenticator {
         Arc::clone(&self.inner.snapshot().directory)
     }
 
-    /// Reads the file again if its metadata changed since it was last read, and installs it
-    /// if its contents changed too. Returns whether a new directory was installed. On error (unreadable, invalid or
-    /// vanished file) the directory in use is kept. Blocking: call it off the async runtime.
+    /// Reads the file (and the JWKS files it names) again if the metadata of any of them
+    /// changed since they were last read, and installs the result if their contents changed
+    /// too. Returns whether a new directory was installed. On error (an unreadable, invalid
+    /// or vanished file, an unreadable JWKS file) the directory in use is kept. Blocking:
+    /// call it off the async runtime.
     pub fn reload_if_changed(&self) -> Result<bool, DirectoryError> {
         self.inner.reload_if_changed()
     }
@@ -162,6 +177,50 @@ impl DirectoryAuthenticator {
         })
         .await
         .map_err(|_| unavailable())
+    }
+
+    /// Checks a password, APOP or CRAM-MD5 credential (not a bearer token) and returns the
+    /// user it proves, with the user's tenant.
+    async fn check_secret<'d>(
+        &self,
+        directory: &'d Directory,
+        login: &str,
+        credential: Credential,
+        tls: bool,
+    ) -> Result<(&'d User, &'d TenantId, &'d Tenant), AuthFailure> {
+        let Ok(login) = Login::parse(login) else {
+            return Err(AuthFailure::BadCredentials);
+        };
+        // Decided before the password is looked at: the answer is the same for right and
+        // wrong passwords, and for users that do not exist.
+        if matches!(credential, Credential::Password(_))
+            && !tls
+            && let Ok((_, tenant)) = directory.tenant_of(&login)
+            && !tenant.policy.cleartext_allowed
+        {
+            return Err(AuthFailure::EncryptionRequired);
+        }
+        let found = directory.resolve(&login);
+        let proven = match credential {
+            Credential::Password(password) => {
+                let digest =
+                    found.map_or_else(PasswordDigest::dummy, |(user, ..)| user.password.clone());
+                self.check_password(digest, password).await?
+            }
+            Credential::Apop { challenge, digest } => {
+                let secret = found.and_then(|(user, ..)| user.apop_secret.as_ref());
+                let key = secret.map_or(NO_APOP_SECRET, |s| s.as_str().as_bytes());
+                apop::verify(&challenge, key, digest.expose()) && secret.is_some()
+            }
+            Credential::CramMd5 { challenge, digest } => {
+                let secret = found.and_then(|(user, ..)| user.cram_secret.as_ref());
+                let key = secret.map_or(NO_CRAM_SECRET, |s| s.as_str().as_bytes());
+                cram::verify(&challenge, key, digest.expose()) && secret.is_some()
+            }
+            // Checked by `Directory::check_bearer`; never proven here.
+            Credential::Bearer { .. } => false,
+        };
+        found.filter(|_| proven).ok_or(AuthFailure::BadCredentials)
     }
 
     /// Enforces the login delay and records this login; atomic, so two concurrent logins
@@ -215,13 +274,15 @@ impl Inner {
             path: self.path.clone(),
             source,
         })?;
-        if !watch.needs_reload(fingerprint) {
+        let key_files_now: Vec<_> = watch.key_files().map(Fingerprint::of_key_file).collect();
+        if !watch.needs_reload(fingerprint, &key_files_now) {
             return Ok(false);
         }
         let had_file = watch.last_was_file();
         // Recorded before reading: a bad version is reported once, not on every poll, and a
         // write that lands while we read changes the fingerprint again.
-        watch.record(fingerprint, SystemTime::now());
+        let now = SystemTime::now();
+        watch.record(fingerprint, now);
         let vanished = || DirectoryError::Vanished {
             path: self.path.clone(),
         };
@@ -230,10 +291,31 @@ impl Inner {
         let Some(text) = file::read(&self.path)? else {
             return if had_file { Err(vanished()) } else { Ok(false) };
         };
-        if !watch.record_contents(&text) {
+        let repr = file::parse(&self.path, &text);
+        let key_files = repr
+            .as_ref()
+            .map(|repr| jwks_files(repr, &self.path))
+            .unwrap_or_default();
+        // JWKS files too are fingerprinted before they are read: a key rotation is noticed
+        // even when the directory file does not change.
+        let fingerprints = key_files
+            .iter()
+            .map(|(_, path)| (path.clone(), Fingerprint::of_key_file(path)))
+            .collect();
+        watch.record_key_files(fingerprints, now);
+        let jwks = read_jwks_files(&key_files);
+        let jwks_contents = match &jwks {
+            Ok(texts) => texts
+                .iter()
+                .flat_map(|(path, text)| [path.to_string_lossy().into_owned(), text.clone()])
+                .collect(),
+            // The same unreadable file is reported once, like the same invalid text.
+            Err(error) => vec![error.to_string()],
+        };
+        if !watch.record_contents(std::iter::once(text).chain(jwks_contents)) {
             return Ok(false);
         }
-        let directory = Directory::from_repr(file::parse(&self.path, &text)?)?;
+        let directory = Directory::from_repr(repr?, &self.path, &jwks?)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Snapshot::new(directory);
         Ok(true)
     }
@@ -252,35 +334,16 @@ fn principal(user: &User, tenant: &TenantId, policy: &Policy) -> Principal {
 #[async_trait]
 impl Authenticator for DirectoryAuthenticator {
     async fn authenticate(&self, request: AuthRequest) -> Result<Principal, AuthFailure> {
-        let Ok(login) = Login::parse(&request.login) else {
-            return Err(AuthFailure::BadCredentials);
-        };
         let snapshot = self.inner.snapshot();
         let directory = &snapshot.directory;
-        if matches!(request.credential, Credential::Password(_))
-            && !request.tls
-            && let Ok((_, tenant)) = directory.tenant_of(&login)
-            && !tenant.policy.cleartext_allowed
-        {
-            return Err(AuthFailure::Permanent(
-                "this domain requires TLS for passwords".into(),
-            ));
-        }
-        let found = directory.resolve(&login);
-        let proven = match request.credential {
-            Credential::Password(password) => {
-                let digest =
-                    found.map_or_else(PasswordDigest::dummy, |(user, ..)| user.password.clone());
-                self.check_password(digest, password).await?
+        let (user, tenant, owner) = match request.credential {
+            Credential::Bearer { token, .. } => {
+                directory.check_bearer(token.expose(), &request.login, request.tls)?
             }
-            Credential::Apop { challenge, digest } => {
-                let secret = found.and_then(|(user, ..)| user.apop_secret.as_ref());
-                let key = secret.map_or(NO_APOP_SECRET, |s| s.as_str().as_bytes());
-                apop::verify(&challenge, key, digest.expose()) && secret.is_some()
+            credential => {
+                self.check_secret(directory, &request.login, credential, request.tls)
+                    .await?
             }
-        };
-        let Some((user, tenant, owner)) = found.filter(|_| proven) else {
-            return Err(AuthFailure::BadCredentials);
         };
         if user.disabled {
             return Err(AuthFailure::Permanent("account disabled".into()));
@@ -300,6 +363,10 @@ impl Authenticator for DirectoryAuthenticator {
 
     fn apop_offered(&self) -> bool {
         self.inner.snapshot().apop_offered
+    }
+
+    fn cram_md5_offered(&self) -> bool {
+        self.inner.snapshot().cram_md5_offered
     }
 }
 

@@ -1,6 +1,6 @@
 //! The directory file: its TOML shape, and reading and writing it safely.
 //!
-//! Secrets in the file (password hashes, APOP secrets) never appear in an error message:
+//! Secrets in the file (password hashes, APOP and CRAM-MD5 secrets) never appear in an error message:
 //! syntax errors report a position and the parser's message but not the offending line, and
 //! secret fields refuse a wrong type without echoing the value.
 
@@ -32,32 +32,56 @@ pub(super) struct TenantRepr {
     pub(super) domains: Vec<String>,
     #[serde(default)]
     pub(super) policy: PolicyRepr,
+    /// Trust in bearer tokens; absent: bearer tokens are refused for this tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) jwt: Option<JwtRepr>,
 }
 
 /// A `[tenants.policy]` table; every field is optional.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PolicyRepr {
     #[serde(default)]
     pub(super) login_delay_secs: u64,
     #[serde(default)]
     pub(super) expire_days: ExpireRepr,
-    #[serde(default = "default_cleartext_allowed")]
+    /// False when absent: passwords and tokens need TLS unless the tenant opts in. Always
+    /// written on save, so a saved file says what it means.
+    #[serde(default)]
     pub(super) cleartext_allowed: bool,
 }
 
-fn default_cleartext_allowed() -> bool {
-    true
+/// A `[tenants.jwt]` table: which bearer tokens the tenant trusts. Validated (and its JWKS
+/// read) when the directory is built, see `super::jwt`; kept as written, to be saved again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JwtRepr {
+    /// Accepted `iss` values.
+    pub(super) issuers: Vec<String>,
+    /// Accepted `aud` values: a token's `aud` must contain one of them.
+    pub(super) audience: Vec<String>,
+    /// Accepted `alg` values: RS256/384/512, PS256/384/512, ES256/384, EdDSA.
+    pub(super) algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway_secs")]
+    pub(super) leeway_secs: u64,
+    /// The claim holding the login (`local@domain` of this tenant).
+    #[serde(default = "default_user_claim")]
+    pub(super) user_claim: String,
+    /// A JWKS file; relative paths are relative to the directory file's folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) jwks_file: Option<String>,
+    /// An inline JWKS (JSON text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) jwks: Option<String>,
 }
 
-impl Default for PolicyRepr {
-    fn default() -> Self {
-        Self {
-            login_delay_secs: 0,
-            expire_days: ExpireRepr::default(),
-            cleartext_allowed: default_cleartext_allowed(),
-        }
-    }
+fn default_leeway_secs() -> u64 {
+    60
+}
+
+fn default_user_claim() -> String {
+    "email".to_owned()
 }
 
 /// `expire_days`: `"never"` or a number of days (RFC 2449 EXPIRE).
@@ -97,6 +121,8 @@ pub(super) struct UserRepr {
     pub(super) password: SecretText,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) apop_secret: Option<SecretText>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) cram_secret: Option<SecretText>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub(super) disabled: bool,
 }
@@ -135,8 +161,17 @@ impl<'de> Deserialize<'de> for SecretText {
 const HEADER: &str = "\
 # cloudpop user directory. Maintained by `cloudpop admin`; hand edits are picked up on
 # reload, but comments are not kept when the file is saved again. Contains password hashes
-# and APOP secrets: keep it mode 0600.
+# and APOP and CRAM-MD5 secrets: keep it mode 0600.
 ";
+
+/// Reads a JWKS file named by a tenant's `jwks_file`.
+pub(super) fn read_jwks(tenant: &str, path: &Path) -> Result<String, DirectoryError> {
+    fs::read_to_string(path).map_err(|source| DirectoryError::ReadJwks {
+        tenant: tenant.to_owned(),
+        path: path.to_owned(),
+        source,
+    })
+}
 
 /// Reads the file; `Ok(None)` if it does not exist.
 pub(super) fn read(path: &Path) -> Result<Option<String>, DirectoryError> {

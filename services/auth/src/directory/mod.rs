@@ -10,15 +10,30 @@
 //! [tenants.policy]                  # every field optional
 //! login_delay_secs = 0              # RFC 2449 LOGIN-DELAY
 //! expire_days = "never"             # or a number of days (RFC 2449 EXPIRE)
-//! cleartext_allowed = true          # USER/PASS without TLS
+//! cleartext_allowed = false         # passwords and bearer tokens without TLS (default false)
+//! [tenants.jwt]                     # optional; without it bearer tokens are refused
+//! issuers = ["https://idp.example.com/"]
+//! audience = ["pop3"]               # a token's `aud` must contain one of these
+//! algorithms = ["RS256", "ES256"]   # RS*/PS*/ES256/ES384/EdDSA; HS* is refused
+//! leeway_secs = 60                  # optional (default 60, at most 3600): clock skew on exp/nbf
+//! user_claim = "email"              # optional (default "email"): holds the login
+//! jwks_file = "jwks.json"           # relative to this file's folder; or, instead:
+//! # jwks = '{"keys":[...]}'         # inline JWKS (JSON text)
 //!
 //! [[users]]
 //! login = "demo@example.com"
 //! id = "u-0123456789abcdef"         # opaque user id, also the mailbox id: [a-z0-9-]
 //! password = "$argon2id$v=19$..."   # PHC string, argon2id only
 //! apop_secret = "..."               # optional; plaintext-equivalent (RFC 1939 §7)
+//! cram_secret = "..."               # optional; plaintext-equivalent (RFC 2195 §2)
 //! disabled = false                  # optional
 //! ```
+//!
+//! A bearer token (OAUTHBEARER, XOAUTH2) is accepted when it is a JWT signed by a key of the
+//! tenant's JWKS with an allowed algorithm, from one of its issuers, for one of its
+//! audiences, not expired (`exp` is required, `nbf` honoured), and its `user_claim` is the
+//! login of a user of that tenant. The JWKS files are read with the directory file and
+//! reloaded when either changes; one that cannot be read at reload keeps the directory in use.
 //!
 //! [`Directory`] is the validated, in-memory form, with the editing operations behind
 //! `cloudpop admin`. [`DirectoryAuthenticator`] serves the [`Authenticator`] seam from the file
@@ -28,13 +43,17 @@
 
 mod apop;
 mod authenticator;
+mod bearer;
+mod cram;
 mod file;
+mod jwt;
 mod password;
 mod reload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloudpop_maildrop::{IdError, MailboxId, TenantId};
@@ -43,7 +62,9 @@ use crate::authenticator::Policy;
 use crate::login::{self, Login, LoginError};
 use crate::secret::Secret;
 use apop::ApopSecret;
+use cram::CramSecret;
 use file::{ExpireRepr, FileRepr, PolicyRepr, SecretText, TenantRepr, UserRepr};
+use jwt::TenantJwt;
 use password::{HashError, PasswordDigest};
 
 pub use authenticator::DirectoryAuthenticator;
@@ -125,6 +146,21 @@ pub enum DirectoryError {
     /// An APOP secret is empty, too long, not UTF-8 or has control characters.
     #[error("APOP secret of {login} must be 1 to 1024 bytes of UTF-8 without control characters")]
     InvalidApopSecret { login: Login },
+    /// A CRAM-MD5 secret is empty, too long, not UTF-8 or has control characters.
+    #[error(
+        "CRAM-MD5 secret of {login} must be 1 to 1024 bytes of UTF-8 without control characters"
+    )]
+    InvalidCramSecret { login: Login },
+    /// A tenant's `[tenants.jwt]` table (or the JWKS it names) is not usable.
+    #[error("bearer token settings of tenant {tenant}: {message}")]
+    InvalidJwt { tenant: String, message: String },
+    /// A tenant's `jwks_file` cannot be read.
+    #[error("cannot read the JWKS file {path} of tenant {tenant}: {source}")]
+    ReadJwks {
+        tenant: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// Hashing a new password failed.
     #[error("cannot hash the password: {0}")]
     Hash(String),
@@ -186,7 +222,7 @@ pub struct TenantInfo {
     pub policy: Policy,
 }
 
-/// A user as listed: no secrets, only whether an APOP secret is set.
+/// A user as listed: no secrets, only whether an APOP or CRAM-MD5 secret is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserInfo {
     /// The login, as stored.
@@ -199,12 +235,16 @@ pub struct UserInfo {
     pub disabled: bool,
     /// Whether the user can log in with APOP.
     pub has_apop_secret: bool,
+    /// Whether the user can log in with CRAM-MD5.
+    pub has_cram_secret: bool,
 }
 
 #[derive(Clone)]
 struct Tenant {
     domains: BTreeSet<String>,
     policy: Policy,
+    /// Which bearer tokens the tenant trusts; `None`: none.
+    jwt: Option<Arc<TenantJwt>>,
 }
 
 #[derive(Clone)]
@@ -213,8 +253,12 @@ struct User {
     id: UserId,
     password: PasswordDigest,
     apop_secret: Option<ApopSecret>,
+    cram_secret: Option<CramSecret>,
     disabled: bool,
 }
+
+/// The contents of the JWKS files a directory file names, by resolved path.
+type JwksTexts = BTreeMap<PathBuf, String>;
 
 /// The validated, in-memory directory.
 ///
@@ -245,14 +289,23 @@ impl Directory {
         Self::default()
     }
 
-    /// Reads and validates the file at `path`. A missing file is an empty directory, so that
-    /// a first `cloudpop admin` command can create it.
+    /// Reads and validates the file at `path`, and the JWKS files it names. A missing
+    /// directory file is an empty directory, so that a first `cloudpop admin` command can
+    /// create it; a missing JWKS file is an error.
     pub fn load(path: impl AsRef<Path>) -> Result<Directory, DirectoryError> {
         let path = path.as_ref();
         match file::read(path)? {
             None => Ok(Directory::new()),
-            Some(text) => Directory::from_repr(file::parse(path, &text)?),
+            Some(text) => Directory::from_text(path, &text),
         }
+    }
+
+    /// Builds the directory from the text of the file at `path`, reading the JWKS files it
+    /// names.
+    fn from_text(path: &Path, text: &str) -> Result<Directory, DirectoryError> {
+        let repr = file::parse(path, text)?;
+        let jwks = read_jwks_files(&jwks_files(&repr, path))?;
+        Directory::from_repr(repr, path, &jwks)
     }
 
     /// Writes the directory to `path` atomically (temp file in the same directory, fsync,
@@ -285,6 +338,7 @@ impl Directory {
             Tenant {
                 domains: parsed,
                 policy: Policy::default(),
+                jwt: None,
             },
         );
         Ok(())
@@ -340,6 +394,7 @@ impl Directory {
             id: id.clone(),
             password,
             apop_secret: None,
+            cram_secret: None,
             disabled: false,
         };
         self.users.insert(login.key(), user);
@@ -365,6 +420,25 @@ impl Directory {
             None => None,
             Some(secret) => Some(ApopSecret::new(secret.expose()).ok_or_else(|| {
                 DirectoryError::InvalidApopSecret {
+                    login: login.clone(),
+                }
+            })?),
+        };
+        Ok(())
+    }
+
+    /// Sets or (with `None`) removes a user's CRAM-MD5 secret (RFC 2195): 1 to 1024 bytes of
+    /// UTF-8 without control characters, stored as is (it is the HMAC key).
+    pub fn set_cram_secret(
+        &mut self,
+        login: &Login,
+        secret: Option<&Secret>,
+    ) -> Result<(), DirectoryError> {
+        let user = self.user_mut(login)?;
+        user.cram_secret = match secret {
+            None => None,
+            Some(secret) => Some(CramSecret::new(secret.expose()).ok_or_else(|| {
+                DirectoryError::InvalidCramSecret {
                     login: login.clone(),
                 }
             })?),
@@ -422,6 +496,11 @@ impl Directory {
         self.users.values().any(|u| u.apop_secret.is_some())
     }
 
+    /// Whether any user has a CRAM-MD5 secret (only then is CRAM-MD5 worth offering).
+    pub fn has_cram_secrets(&self) -> bool {
+        self.users.values().any(|u| u.cram_secret.is_some())
+    }
+
     fn user_info(&self, user: &User) -> Option<UserInfo> {
         let tenant = self.domains.get(user.login.domain())?;
         Some(UserInfo {
@@ -430,6 +509,7 @@ impl Directory {
             tenant: tenant.clone(),
             disabled: user.disabled,
             has_apop_secret: user.apop_secret.is_some(),
+            has_cram_secret: user.cram_secret.is_some(),
         })
     }
 
@@ -470,10 +550,16 @@ impl Directory {
         }
     }
 
-    fn from_repr(repr: FileRepr) -> Result<Directory, DirectoryError> {
+    /// Builds the directory from the parsed file at `path`; `jwks` holds the JWKS files it
+    /// names (see [`jwks_files`]).
+    fn from_repr(
+        repr: FileRepr,
+        path: &Path,
+        jwks: &JwksTexts,
+    ) -> Result<Directory, DirectoryError> {
         let mut directory = Directory::new();
         for tenant in repr.tenants {
-            directory.add_tenant_repr(tenant)?;
+            directory.add_tenant_repr(tenant, path, jwks)?;
         }
         for user in repr.users {
             directory.add_user_repr(user)?;
@@ -481,19 +567,44 @@ impl Directory {
         Ok(directory)
     }
 
-    fn add_tenant_repr(&mut self, repr: TenantRepr) -> Result<(), DirectoryError> {
+    fn add_tenant_repr(
+        &mut self,
+        repr: TenantRepr,
+        path: &Path,
+        jwks: &JwksTexts,
+    ) -> Result<(), DirectoryError> {
         let id =
             TenantId::new(repr.id.as_str()).map_err(|source| DirectoryError::InvalidTenantId {
                 id: repr.id,
                 source,
             })?;
+        let jwt = match repr.jwt {
+            None => None,
+            Some(jwt) => {
+                let file_text = jwt
+                    .jwks_file
+                    .as_deref()
+                    .and_then(|file| jwks.get(&jwt::resolve(path, file)));
+                let jwt = TenantJwt::new(jwt, file_text.map(String::as_str)).map_err(|e| {
+                    DirectoryError::InvalidJwt {
+                        tenant: id.to_string(),
+                        message: e.to_string(),
+                    }
+                })?;
+                Some(Arc::new(jwt))
+            }
+        };
         self.add_tenant(id.clone(), &repr.domains)?;
         let policy = Policy {
             login_delay: Duration::from_secs(repr.policy.login_delay_secs),
             expire_days: repr.policy.expire_days.0,
             cleartext_allowed: repr.policy.cleartext_allowed,
         };
-        self.set_policy(&id, policy)
+        self.set_policy(&id, policy)?;
+        if let Some(tenant) = self.tenants.get_mut(&id) {
+            tenant.jwt = jwt;
+        }
+        Ok(())
     }
 
     fn add_user_repr(&mut self, repr: UserRepr) -> Result<(), DirectoryError> {
@@ -520,6 +631,14 @@ impl Directory {
                 }
             })?),
         };
+        let cram_secret = match repr.cram_secret {
+            None => None,
+            Some(SecretText(s)) => Some(CramSecret::new(s.as_bytes()).ok_or_else(|| {
+                DirectoryError::InvalidCramSecret {
+                    login: login.clone(),
+                }
+            })?),
+        };
         if self.users.contains_key(&login.key()) {
             return Err(DirectoryError::DuplicateUser { login });
         }
@@ -531,6 +650,7 @@ impl Directory {
             id,
             password,
             apop_secret,
+            cram_secret,
             disabled: repr.disabled,
         };
         self.users.insert(user.login.key(), user);
@@ -549,6 +669,7 @@ impl Directory {
                     expire_days: ExpireRepr(t.policy.expire_days),
                     cleartext_allowed: t.policy.cleartext_allowed,
                 },
+                jwt: t.jwt.as_ref().map(|jwt| jwt.repr().clone()),
             })
             .collect();
         let users = self
@@ -560,6 +681,10 @@ impl Directory {
                 password: SecretText(u.password.as_phc().to_owned()),
                 apop_secret: u
                     .apop_secret
+                    .as_ref()
+                    .map(|s| SecretText(s.as_str().to_owned())),
+                cram_secret: u
+                    .cram_secret
                     .as_ref()
                     .map(|s| SecretText(s.as_str().to_owned())),
                 disabled: u.disabled,
@@ -581,6 +706,25 @@ fn parse_domain(domain: &str) -> Result<String, DirectoryError> {
     login::parse_domain(domain).map_err(|_| DirectoryError::InvalidDomain {
         domain: domain.to_owned(),
     })
+}
+
+/// Every `jwks_file` the parsed file at `path` names, resolved, with the (unvalidated) id of
+/// the tenant that names it.
+fn jwks_files(repr: &FileRepr, path: &Path) -> Vec<(String, PathBuf)> {
+    repr.tenants
+        .iter()
+        .filter_map(|t| {
+            let file = t.jwt.as_ref()?.jwks_file.as_deref()?;
+            Some((t.id.clone(), jwt::resolve(path, file)))
+        })
+        .collect()
+}
+
+fn read_jwks_files(files: &[(String, PathBuf)]) -> Result<JwksTexts, DirectoryError> {
+    files
+        .iter()
+        .map(|(tenant, path)| Ok((path.clone(), file::read_jwks(tenant, path)?)))
+        .collect()
 }
 
 fn hash_password(password: &Secret) -> Result<PasswordDigest, DirectoryError> {

@@ -16,7 +16,7 @@ fn phc() -> String {
 }
 
 fn parse(text: &str) -> Result<Directory, DirectoryError> {
-    Directory::from_repr(file::parse(Path::new("users.toml"), text)?)
+    Directory::from_text(Path::new("users.toml"), text)
 }
 
 const TENANTS: &str = r#"
@@ -54,7 +54,7 @@ fn a_missing_file_is_an_empty_directory() {
 #[test]
 fn loads_tenants_policies_and_users() {
     let text = with_users(&format!(
-        "{}apop_secret = \"tanstaaf\"\ndisabled = true\n",
+        "{}apop_secret = \"tanstaaf\"\ncram_secret = \"tanstaaftanstaaf\"\ndisabled = true\n",
         user("Alice@ACME.example", "u-1")
     ));
     let directory = parse(&text).unwrap();
@@ -69,7 +69,9 @@ fn loads_tenants_policies_and_users() {
             cleartext_allowed: false
         }
     );
+    // No policy table: the defaults, and no cleartext credentials without TLS.
     assert_eq!(tenants[1].policy, Policy::default());
+    assert!(!tenants[1].policy.cleartext_allowed);
     let users = directory.users();
     assert_eq!(
         users,
@@ -79,15 +81,19 @@ fn loads_tenants_policies_and_users() {
             tenant: tenant("acme"),
             disabled: true,
             has_apop_secret: true,
+            has_cram_secret: true,
         }]
     );
     assert_eq!(users[0].login.to_string(), "Alice@acme.example");
     assert!(directory.has_apop_secrets());
+    assert!(directory.has_cram_secrets());
     let debug = format!("{users:?} {directory:?}");
     assert!(
         !debug.contains("argon2") && !debug.contains("tanstaaf"),
         "{debug}"
     );
+    let user = directory.users.get("alice@acme.example").unwrap();
+    assert_eq!(format!("{:?}", user.cram_secret), "Some(CramSecret(..))");
 }
 
 #[test]
@@ -128,6 +134,12 @@ fn refuses_invalid_files() {
         }),
         (with_users(&(user("a@acme.example", "u-1") + "apop_secret = \"\"\n")), |e| {
             matches!(e, DirectoryError::InvalidApopSecret { .. })
+        }),
+        (with_users(&(user("a@acme.example", "u-1") + "cram_secret = \"a\\u0000b\"\n")), |e| {
+            matches!(e, DirectoryError::InvalidCramSecret { .. })
+        }),
+        (with_users(&(user("a@acme.example", "u-1") + "cram_secret = 42\n")), |e| {
+            matches!(e, DirectoryError::Syntax { .. })
         }),
     ];
     for (text, check) in cases {
@@ -207,6 +219,21 @@ fn edits_users() {
     directory.set_apop_secret(&bob, None).unwrap();
     assert!(!directory.has_apop_secrets());
 
+    let cram = Secret::new("tanstaaftanstaaf");
+    directory.set_cram_secret(&bob, Some(&cram)).unwrap();
+    assert!(directory.user(&bob).unwrap().has_cram_secret);
+    assert!(directory.has_cram_secrets());
+    assert!(matches!(
+        directory.set_cram_secret(&bob, Some(&Secret::new(""))),
+        Err(DirectoryError::InvalidCramSecret { .. })
+    ));
+    directory.set_cram_secret(&bob, None).unwrap();
+    assert!(!directory.has_cram_secrets());
+    assert!(matches!(
+        directory.set_cram_secret(&login("nobody@acme.example"), Some(&cram)),
+        Err(DirectoryError::UnknownUser { .. })
+    ));
+
     let nobody = login("nobody@acme.example");
     assert!(matches!(
         directory.set_disabled(&nobody, true),
@@ -254,7 +281,18 @@ fn saves_and_loads_the_same_directory() {
         .set_apop_secret(&carol, Some(&Secret::new("tanstaaf")))
         .unwrap();
     directory
+        .set_cram_secret(&carol, Some(&Secret::new("tanstaaftanstaaf")))
+        .unwrap();
+    directory
         .set_disabled(&login("bob@acme.example"), true)
+        .unwrap();
+    // A tenant that opts in to cleartext keeps saying so.
+    let open = Policy {
+        cleartext_allowed: true,
+        ..Policy::default()
+    };
+    directory
+        .set_policy(&tenant("other"), open.clone())
         .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -271,6 +309,18 @@ fn saves_and_loads_the_same_directory() {
     let user = loaded.users.get(&carol.key()).unwrap();
     assert!(user.password.verify(b"s3cret"));
     assert_eq!(user.apop_secret.as_ref().unwrap().as_str(), "tanstaaf");
+    assert_eq!(
+        user.cram_secret.as_ref().unwrap().as_str(),
+        "tanstaaftanstaaf"
+    );
+    assert!(loaded.user(&carol).unwrap().has_cram_secret);
+    let policies: Vec<_> = loaded.tenants().into_iter().map(|t| t.policy).collect();
+    assert!(!policies[0].cleartext_allowed);
+    assert_eq!(policies[1], open);
+    // Both values are written out, not left to the default.
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.contains("cleartext_allowed = false"), "{text}");
+    assert!(text.contains("cleartext_allowed = true"), "{text}");
     // Saving what was loaded gives the same bytes: the format is stable.
     let path2 = dir.path().join("users2.toml");
     loaded.save(&path2).unwrap();

@@ -11,7 +11,10 @@ use cloudpop_proto::admin::v1::admin_service_client::AdminServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use super::convert::{InvalidResponse, safe_message, tenant_from_proto, user_from_proto};
+use super::convert::{
+    InvalidResponse, policy_to_proto, safe_message, tenant_from_proto, user_from_proto,
+};
+use crate::authenticator::Policy;
 use crate::directory::{TenantInfo, UserId, UserInfo};
 use crate::login::Login;
 use crate::secret::Secret;
@@ -128,6 +131,24 @@ impl AdminClient {
         tenant(response.into_inner().tenant)
     }
 
+    /// Replaces a tenant's policy.
+    pub async fn set_policy(
+        &self,
+        tenant_id: &TenantId,
+        policy: &Policy,
+    ) -> Result<TenantInfo, AdminError> {
+        let request = pb::SetPolicyRequest {
+            tenant_id: tenant_id.to_string(),
+            policy: Some(policy_to_proto(policy)),
+        };
+        let response = self
+            .client()
+            .set_policy(self.request(request))
+            .await
+            .map_err(|s| self.error(s))?;
+        tenant(response.into_inner().tenant)
+    }
+
     /// All tenants, ordered by id.
     pub async fn list_tenants(&self) -> Result<Vec<TenantInfo>, AdminError> {
         let response = self
@@ -179,6 +200,23 @@ impl AdminClient {
         };
         self.client()
             .set_apop_secret(self.request(request))
+            .await
+            .map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    /// Sets, or with `None` removes, a user's CRAM-MD5 secret.
+    pub async fn set_cram_secret(
+        &self,
+        login: &Login,
+        secret: Option<&Secret>,
+    ) -> Result<(), AdminError> {
+        let request = pb::SetCramSecretRequest {
+            login: login.to_string(),
+            secret: secret.map(|s| s.expose().to_vec()),
+        };
+        self.client()
+            .set_cram_secret(self.request(request))
             .await
             .map_err(|s| self.error(s))?;
         Ok(())

@@ -16,7 +16,7 @@ use cloudpop_proto::admin::v1::admin_service_server::AdminService;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 
-use super::convert::{tenant_to_proto, user_to_proto};
+use super::convert::{policy_from_proto, tenant_to_proto, user_to_proto};
 use crate::directory::{Directory, DirectoryAuthenticator, DirectoryError, TenantInfo};
 use crate::login::Login;
 use crate::secret::Secret;
@@ -94,6 +94,7 @@ fn tenant_info(directory: &Directory, id: &TenantId) -> Result<TenantInfo, Direc
 fn load_status(error: DirectoryError) -> Status {
     match error {
         DirectoryError::Read { .. } => internal(&error, "cannot read the user directory"),
+        DirectoryError::ReadJwks { .. } => internal(&error, "cannot read a tenant's JWKS file"),
         other => Status::failed_precondition(format!("the directory file is invalid: {other}")),
     }
 }
@@ -115,12 +116,16 @@ fn edit_status(error: DirectoryError) -> Status {
         | E::InvalidUserId { .. }
         | E::InvalidPasswordHash { .. }
         | E::EmptyPassword
-        | E::InvalidApopSecret { .. } => Status::invalid_argument(message),
+        | E::InvalidApopSecret { .. }
+        | E::InvalidCramSecret { .. } => Status::invalid_argument(message),
         E::UnknownDomain { .. } => {
             Status::failed_precondition(format!("{message}: add the domain to a tenant first"))
         }
-        E::Syntax { .. } | E::Vanished { .. } => Status::failed_precondition(message),
+        E::Syntax { .. } | E::Vanished { .. } | E::InvalidJwt { .. } => {
+            Status::failed_precondition(message)
+        }
         E::Read { .. } => internal(&error, "cannot read the user directory"),
+        E::ReadJwks { .. } => internal(&error, "cannot read a tenant's JWKS file"),
         E::Write { .. } | E::Render(_) => internal(&error, "cannot write the user directory"),
         E::Hash(_) => internal(&error, "cannot hash the password"),
         E::Random(_) => internal(&error, "cannot generate a user id"),
@@ -164,6 +169,25 @@ impl AdminService for AdminServiceImpl {
             })
             .await?;
         Ok(Response::new(pb::AddDomainResponse {
+            tenant: Some(tenant_to_proto(&tenant)),
+        }))
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let request = request.into_inner();
+        let id = tenant_id(&request.tenant_id)?;
+        let policy = policy_from_proto(request.policy)
+            .map_err(|_| Status::invalid_argument("invalid policy"))?;
+        let tenant = self
+            .edit(move |d| {
+                d.set_policy(&id, policy)?;
+                tenant_info(d, &id)
+            })
+            .await?;
+        Ok(Response::new(pb::SetPolicyResponse {
             tenant: Some(tenant_to_proto(&tenant)),
         }))
     }
@@ -219,6 +243,18 @@ impl AdminService for AdminServiceImpl {
         self.edit(move |d| d.set_apop_secret(&login, secret.as_ref()))
             .await?;
         Ok(Response::new(pb::SetApopSecretResponse {}))
+    }
+
+    async fn set_cram_secret(
+        &self,
+        request: Request<pb::SetCramSecretRequest>,
+    ) -> Result<Response<pb::SetCramSecretResponse>, Status> {
+        let request = request.into_inner();
+        let login = login(&request.login)?;
+        let secret = request.secret.map(Secret::new);
+        self.edit(move |d| d.set_cram_secret(&login, secret.as_ref()))
+            .await?;
+        Ok(Response::new(pb::SetCramSecretResponse {}))
     }
 
     async fn set_disabled(
@@ -302,8 +338,29 @@ mod tests {
             ),
             (DirectoryError::EmptyPassword, Code::InvalidArgument),
             (
-                DirectoryError::InvalidApopSecret { login: alice },
+                DirectoryError::InvalidApopSecret {
+                    login: alice.clone(),
+                },
                 Code::InvalidArgument,
+            ),
+            (
+                DirectoryError::InvalidCramSecret { login: alice },
+                Code::InvalidArgument,
+            ),
+            (
+                DirectoryError::InvalidJwt {
+                    tenant: "acme".into(),
+                    message: "algorithm HS256 is refused".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                DirectoryError::ReadJwks {
+                    tenant: "acme".into(),
+                    path: "/secret/place/jwks.json".into(),
+                    source: std::io::Error::other("denied"),
+                },
+                Code::Internal,
             ),
             (
                 DirectoryError::UnknownDomain {

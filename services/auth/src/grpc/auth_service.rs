@@ -12,7 +12,7 @@ use cloudpop_proto::auth::v1::auth_service_server::AuthService;
 use tonic::{Request, Response, Status};
 
 use super::convert::{failure_to_proto, principal_to_proto};
-use crate::authenticator::{AuthRequest, Authenticator, Credential};
+use crate::authenticator::{AuthRequest, Authenticator, BearerScheme, Credential};
 use crate::secret::Secret;
 
 /// Serves `AuthService` from any [`Authenticator`] (in practice the directory).
@@ -45,6 +45,18 @@ fn auth_request(request: pb::AuthenticateRequest) -> Result<AuthRequest, Status>
         Ok(pb::Mechanism::Apop) => Credential::Apop {
             challenge: request.challenge,
             digest: secret,
+        },
+        Ok(pb::Mechanism::CramMd5) => Credential::CramMd5 {
+            challenge: request.challenge,
+            digest: secret,
+        },
+        Ok(pb::Mechanism::Oauthbearer) => Credential::Bearer {
+            token: secret,
+            scheme: BearerScheme::OAuthBearer,
+        },
+        Ok(pb::Mechanism::Xoauth2) => Credential::Bearer {
+            token: secret,
+            scheme: BearerScheme::XOAuth2,
         },
         Ok(pb::Mechanism::Unspecified) | Err(_) => {
             return Err(Status::invalid_argument("unsupported mechanism"));
@@ -104,6 +116,7 @@ impl AuthService for AuthServiceImpl {
     ) -> Result<Response<pb::CapabilitiesResponse>, Status> {
         Ok(Response::new(pb::CapabilitiesResponse {
             apop_offered: self.authenticator.apop_offered(),
+            cram_md5_offered: self.authenticator.cram_md5_offered(),
         }))
     }
 }
@@ -137,11 +150,30 @@ mod tests {
         assert!(apop.tls);
         let pass = auth_request(request(pb::Mechanism::Password.into())).unwrap();
         assert!(matches!(pass.credential, Credential::Password(_)));
+        let cram = auth_request(request(pb::Mechanism::CramMd5.into())).unwrap();
+        assert!(matches!(
+            &cram.credential,
+            Credential::CramMd5 { challenge, digest }
+                if challenge == "<1.2@host>" && digest.expose() == b"secret"
+        ));
+        for (mechanism, expected) in [
+            (pb::Mechanism::Oauthbearer, BearerScheme::OAuthBearer),
+            (pb::Mechanism::Xoauth2, BearerScheme::XOAuth2),
+        ] {
+            let bearer = auth_request(request(mechanism.into())).unwrap();
+            assert!(matches!(
+                &bearer.credential,
+                Credential::Bearer { token, scheme }
+                    if token.expose() == b"secret" && *scheme == expected
+            ));
+            assert_eq!(bearer.login, "alice@example.com");
+        }
     }
 
     #[test]
     fn unknown_mechanisms_and_bad_addresses_are_invalid_arguments() {
-        for mechanism in [0, 3, 99] {
+        // 3 and 4 were PLAIN and LOGIN, which travel as PASSWORD.
+        for mechanism in [0, 3, 4, 99] {
             let status = auth_request(request(mechanism)).unwrap_err();
             assert_eq!(status.code(), tonic::Code::InvalidArgument);
         }

@@ -21,7 +21,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::convert::{failure_from_proto, principal_from_proto, safe_message};
 use crate::authenticator::{
-    AuthFailure, AuthRequest, Authenticator, Credential, LookupError, Principal,
+    AuthFailure, AuthRequest, Authenticator, BearerScheme, Credential, LookupError, Principal,
 };
 
 /// First retry delay; it doubles with each retry (with jitter) up to [`BACKOFF_MAX`].
@@ -94,7 +94,8 @@ pub enum GrpcClientError {
 /// - A call that gets no valid answer is [`AuthFailure::Temporary`] or
 ///   [`LookupError::Temporary`]. Ids and logins received are validated, never trusted.
 /// - [`apop_offered`](Authenticator::apop_offered) is answered from a cached value, set from
-///   the configuration and refreshed from the server's `Capabilities`.
+///   the configuration and refreshed from the server's `Capabilities`;
+///   [`cram_md5_offered`](Authenticator::cram_md5_offered) likewise, false until refreshed.
 ///
 /// Cloning is cheap and shares the connection and the cached capabilities.
 #[derive(Debug, Clone)]
@@ -108,6 +109,7 @@ struct Inner {
     timeout: Duration,
     max_attempts: u32,
     apop_offered: AtomicBool,
+    cram_md5_offered: AtomicBool,
 }
 
 impl GrpcAuthenticator {
@@ -145,13 +147,18 @@ impl GrpcAuthenticator {
                 timeout: config.timeout,
                 max_attempts: config.max_attempts,
                 apop_offered: AtomicBool::new(config.apop_offered_default),
+                // Not offered until the server says so: a mechanism offered in vain fails
+                // every client that picks it.
+                cram_md5_offered: AtomicBool::new(false),
             }),
         })
     }
 
-    /// Asks the server whether APOP may be offered, caches the answer for
-    /// [`apop_offered`](Authenticator::apop_offered) and returns it. On failure the cached
-    /// value is kept and the error is [`AuthFailure::Temporary`].
+    /// Asks the server which mechanisms may be offered, caches the answers for
+    /// [`apop_offered`](Authenticator::apop_offered) and
+    /// [`cram_md5_offered`](Authenticator::cram_md5_offered), and returns whether APOP may be
+    /// offered. On failure the cached values are kept and the error is
+    /// [`AuthFailure::Temporary`].
     pub async fn refresh_capabilities(&self) -> Result<bool, AuthFailure> {
         self.inner.refresh_capabilities().await
     }
@@ -196,6 +203,8 @@ impl Inner {
             .map_err(|status| AuthFailure::Temporary(unavailable(&status)))?;
         self.apop_offered
             .store(response.apop_offered, Ordering::Relaxed);
+        self.cram_md5_offered
+            .store(response.cram_md5_offered, Ordering::Relaxed);
         Ok(response.apop_offered)
     }
 
@@ -283,6 +292,16 @@ fn request_to_proto(request: AuthRequest) -> pb::AuthenticateRequest {
         Credential::Apop { challenge, digest } => {
             (pb::Mechanism::Apop, digest.expose().to_vec(), challenge)
         }
+        Credential::CramMd5 { challenge, digest } => {
+            (pb::Mechanism::CramMd5, digest.expose().to_vec(), challenge)
+        }
+        Credential::Bearer { token, scheme } => {
+            let mechanism = match scheme {
+                BearerScheme::OAuthBearer => pb::Mechanism::Oauthbearer,
+                BearerScheme::XOAuth2 => pb::Mechanism::Xoauth2,
+            };
+            (mechanism, token.expose().to_vec(), String::new())
+        }
     };
     let address = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
     pb::AuthenticateRequest {
@@ -348,6 +367,10 @@ impl Authenticator for GrpcAuthenticator {
 
     fn apop_offered(&self) -> bool {
         self.inner.apop_offered.load(Ordering::Relaxed)
+    }
+
+    fn cram_md5_offered(&self) -> bool {
+        self.inner.cram_md5_offered.load(Ordering::Relaxed)
     }
 }
 
@@ -447,5 +470,34 @@ mod tests {
         assert_eq!(wire.challenge, "<1.2@host>");
         assert_eq!(wire.client_address, "[2001:db8::1]:110");
         assert_eq!(wire.local_address, "");
+    }
+
+    #[test]
+    fn cram_md5_and_bearer_requests_carry_their_mechanism() {
+        let request = |credential| AuthRequest {
+            login: String::new(),
+            credential,
+            client_addr: None,
+            local_addr: None,
+            tls: true,
+        };
+        let cram = request_to_proto(request(Credential::CramMd5 {
+            challenge: "<1.2@host>".into(),
+            digest: Secret::new("abc"),
+        }));
+        assert_eq!(cram.mechanism(), pb::Mechanism::CramMd5);
+        assert_eq!(cram.challenge, "<1.2@host>");
+        assert_eq!(cram.credential, b"abc");
+        for (scheme, mechanism) in [
+            (BearerScheme::OAuthBearer, pb::Mechanism::Oauthbearer),
+            (BearerScheme::XOAuth2, pb::Mechanism::Xoauth2),
+        ] {
+            let token = Secret::new("eyJ.token.sig");
+            let wire = request_to_proto(request(Credential::Bearer { token, scheme }));
+            assert_eq!(wire.mechanism(), mechanism);
+            assert_eq!(wire.credential, b"eyJ.token.sig");
+            assert_eq!(wire.challenge, "");
+            assert_eq!(wire.login, "");
+        }
     }
 }

@@ -75,6 +75,7 @@ pub(crate) fn failure_to_proto(failure: &AuthFailure) -> pb::Failure {
         AuthFailure::LoginTooSoon => pb::FailureReason::LoginTooSoon,
         AuthFailure::Temporary(_) => pb::FailureReason::Temporary,
         AuthFailure::Permanent(_) => pb::FailureReason::Permanent,
+        AuthFailure::EncryptionRequired => pb::FailureReason::EncryptionRequired,
     };
     let message = match failure {
         AuthFailure::Temporary(message) | AuthFailure::Permanent(message) => message.clone(),
@@ -95,6 +96,7 @@ pub(crate) fn failure_from_proto(failure: &pb::Failure) -> AuthFailure {
         Ok(pb::FailureReason::LoginTooSoon) => AuthFailure::LoginTooSoon,
         Ok(pb::FailureReason::Permanent) => AuthFailure::Permanent(message()),
         Ok(pb::FailureReason::Temporary) => AuthFailure::Temporary(message()),
+        Ok(pb::FailureReason::EncryptionRequired) => AuthFailure::EncryptionRequired,
         Ok(pb::FailureReason::Unspecified) | Err(_) => {
             AuthFailure::Temporary("auth service sent an unknown failure reason".to_owned())
         }
@@ -146,6 +148,7 @@ pub(crate) fn user_to_proto(user: &UserInfo) -> admin_pb::User {
         tenant_id: user.tenant.to_string(),
         disabled: user.disabled,
         has_apop_secret: user.has_apop_secret,
+        has_cram_secret: user.has_cram_secret,
     }
 }
 
@@ -156,6 +159,7 @@ pub(crate) fn user_from_proto(user: admin_pb::User) -> Result<UserInfo, InvalidR
         tenant: TenantId::new(user.tenant_id).map_err(|e| invalid("tenant_id", e))?,
         disabled: user.disabled,
         has_apop_secret: user.has_apop_secret,
+        has_cram_secret: user.has_cram_secret,
     })
 }
 
@@ -270,6 +274,7 @@ mod tests {
             AuthFailure::LoginTooSoon,
             AuthFailure::Temporary("store down".into()),
             AuthFailure::Permanent("account disabled".into()),
+            AuthFailure::EncryptionRequired,
         ] {
             assert_eq!(failure_from_proto(&failure_to_proto(&failure)), failure);
         }
@@ -312,6 +317,7 @@ mod tests {
             tenant: TenantId::new("acme").unwrap(),
             disabled: true,
             has_apop_secret: true,
+            has_cram_secret: true,
         };
         assert_eq!(user_from_proto(user_to_proto(&user)).unwrap(), user);
         let bad = admin_pb::User {

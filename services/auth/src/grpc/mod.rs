@@ -11,7 +11,8 @@
 //! The wire contracts are in the `cloudpop-proto` crate. Conversions validate everything
 //! received: ids, logins and enums from the other side are parsed, never trusted. No message
 //! in either direction carries a stored secret; the only secrets on the wire are what a client
-//! sent to prove itself and new passwords sent by an administrator.
+//! sent to prove itself (a password, digest or bearer token) and new passwords and APOP or
+//! CRAM-MD5 secrets sent by an administrator.
 //!
 //! Not here: TLS on the gRPC port, and authentication of admin callers. Both services share
 //! one listener, so whoever can reach it can edit the directory: keep the port private

@@ -13,9 +13,11 @@ use super::admin_service::AdminServiceImpl;
 use super::auth_service::AuthServiceImpl;
 use crate::directory::DirectoryAuthenticator;
 
-/// Largest request accepted, in bytes. Real requests are a few hundred bytes; the default
-/// (4 MiB) would let a caller make the server hash megabyte-long "passwords".
-const MAX_REQUEST_SIZE: usize = 64 * 1024;
+/// Largest request accepted, in bytes. Most requests are a few hundred bytes, but a bearer
+/// token may be up to 64 KiB (identity providers put groups and roles in them), so there is
+/// room for that and the rest of the request. The default (4 MiB) would let a caller make the
+/// server hash megabyte-long "passwords".
+const MAX_REQUEST_SIZE: usize = 256 * 1024;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

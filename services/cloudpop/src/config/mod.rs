@@ -29,6 +29,7 @@ pub struct Config {
     pub auth: AuthSection,
     pub store: StoreSection,
     pub lock: LockSection,
+    pub tls: TlsSection,
     pub shutdown: ShutdownSection,
 }
 
@@ -44,6 +45,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             store: StoreSection::default(),
             lock: LockSection::default(),
+            tls: TlsSection::default(),
             shutdown: ShutdownSection::default(),
         }
     }
@@ -97,6 +99,19 @@ pub struct Pop3Section {
     pub login_delay: u64,
     /// EXPIRE advertised before login: `"never"` or a number of days.
     pub expire: ExpireSetting,
+    /// POP3S, TLS from the first byte (RFC 8314); served whenever TLS is configured.
+    pub listen_tls: SocketAddr,
+    /// Longest AUTH line or SASL response, CRLF included (bearer tokens are kilobytes).
+    pub max_sasl_line_length: usize,
+    /// Advertise USER and PLAIN/LOGIN/OAUTHBEARER/XOAUTH2 without TLS. Each tenant's
+    /// `cleartext_allowed` still decides whether such a login is accepted.
+    pub offer_cleartext_without_tls: bool,
+    /// Expect a PROXY protocol (v1 or v2) header from `proxy_trusted_networks`.
+    pub proxy_protocol: bool,
+    /// Networks of the load balancers allowed to send PROXY headers, e.g. `["10.0.0.0/8"]`.
+    pub proxy_trusted_networks: Vec<String>,
+    #[serde(with = "duration")]
+    pub proxy_header_timeout: Duration,
 }
 
 impl Default for Pop3Section {
@@ -116,6 +131,12 @@ impl Default for Pop3Section {
             stream_buffer: d.stream_buffer,
             login_delay: d.login_delay,
             expire: ExpireSetting::Never(Never::Never),
+            listen_tls: SocketAddr::from(([127, 0, 0, 1], 1995)),
+            max_sasl_line_length: d.max_sasl_line_length,
+            offer_cleartext_without_tls: d.offer_cleartext_without_tls,
+            proxy_protocol: false,
+            proxy_trusted_networks: Vec::new(),
+            proxy_header_timeout: d.proxy_header_timeout,
         }
     }
 }
@@ -391,6 +412,46 @@ impl Default for RedisSection {
     }
 }
 
+/// `[tls]`: certificates for STLS and POP3S.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// PEM certificate chain of the default certificate.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the default certificate.
+    pub key: Option<PathBuf>,
+    /// Certificates chosen by SNI, for tenant domains.
+    pub sni: Vec<SniSection>,
+    /// How often the PEM files are checked for changes (new handshakes use new files).
+    #[serde(with = "duration")]
+    pub reload_interval: Duration,
+    /// Role `all` without `cert`/`key`: create a self-signed development certificate under
+    /// `<data_dir>/tls` on first start.
+    pub dev_certificate: bool,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            sni: Vec::new(),
+            reload_interval: Duration::from_secs(10),
+            dev_certificate: true,
+        }
+    }
+}
+
+/// One `[[tls.sni]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniSection {
+    /// Names served with this certificate: exact, or `*.example.com`.
+    pub domains: Vec<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// `[shutdown]`: draining on SIGTERM.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -426,9 +487,18 @@ impl Config {
     }
 
     /// POP3 settings for the front-end crate.
-    pub fn pop3_config(&self) -> cloudpop_pop3::Pop3Config {
+    pub fn pop3_config(&self) -> Result<cloudpop_pop3::Pop3Config, String> {
         let p = &self.pop3;
-        cloudpop_pop3::Pop3Config {
+        let proxy_protocol = if p.proxy_protocol {
+            let trusted = cloudpop_pop3::proxy_protocol::TrustedNetworks::try_from(
+                &p.proxy_trusted_networks[..],
+            )
+            .map_err(|e| format!("pop3.proxy_trusted_networks: {e}"))?;
+            Some(trusted)
+        } else {
+            None
+        };
+        Ok(cloudpop_pop3::Pop3Config {
             hostname: p.hostname.clone(),
             max_line_length: p.max_line_length,
             max_auth_failures: p.max_auth_failures,
@@ -444,7 +514,11 @@ impl Config {
                 ExpireSetting::Never(_) => cloudpop_pop3::ExpirePolicy::Never,
                 ExpireSetting::Days(days) => cloudpop_pop3::ExpirePolicy::Days(days),
             },
-        }
+            max_sasl_line_length: p.max_sasl_line_length,
+            offer_cleartext_without_tls: p.offer_cleartext_without_tls,
+            proxy_protocol,
+            proxy_header_timeout: p.proxy_header_timeout,
+        })
     }
 
     /// LMTP settings for the delivery crate.
@@ -545,9 +619,9 @@ impl Config {
                 "lock.redis.command_timeout must be at least 10ms",
             ),
         ];
-        match rules.iter().find(|(ok, _)| !ok) {
-            Some((_, message)) => Err((*message).to_owned()),
-            None => Ok(()),
+        if let Some((_, message)) = rules.iter().find(|(ok, _)| !ok) {
+            return Err((*message).to_owned());
         }
+        self.pop3_config().map(|_| ())
     }
 }

@@ -7,6 +7,10 @@ use super::*;
 
 const CHALLENGE: &str = "<1896.697170952@dbc.mtview.ca.us>";
 const RFC_DIGEST: &str = "c4c9334bac560ecc979e58001b3e22fb";
+/// RFC 2195 §2's example: challenge, secret and the digest user "tim" sends.
+const CRAM_CHALLENGE: &str = "<1896.697170952@postoffice.reston.mci.net>";
+const CRAM_SECRET: &str = "tanstaaftanstaaf";
+const CRAM_DIGEST: &str = "b913a602c7eda7a495b4e6e7334d3890";
 
 /// Hashed once for the whole test binary: argon2 is slow by design.
 static WONDERLAND: LazyLock<String> = LazyLock::new(|| {
@@ -30,6 +34,12 @@ domains = ["strict.example"]
 login_delay_secs = 60
 cleartext_allowed = false
 
+[[tenants]]
+id = "open"
+domains = ["open.example"]
+[tenants.policy]
+cleartext_allowed = true
+
 [[users]]
 login = "alice@acme.example"
 id = "u-alice"
@@ -46,6 +56,12 @@ login = "dave@strict.example"
 id = "u-dave"
 password = "{alice_hash}"
 apop_secret = "tanstaaf"
+
+[[users]]
+login = "tim@open.example"
+id = "u-tim"
+password = "{alice_hash}"
+cram_secret = "{CRAM_SECRET}"
 {extra_users}"#
     )
 }
@@ -96,6 +112,13 @@ fn apop(digest: &str) -> Credential {
     }
 }
 
+fn cram(digest: &str) -> Credential {
+    Credential::CramMd5 {
+        challenge: CRAM_CHALLENGE.into(),
+        digest: Secret::new(digest),
+    }
+}
+
 #[tokio::test]
 async fn passwords_are_checked() {
     let f = fixture();
@@ -110,6 +133,7 @@ async fn passwords_are_checked() {
     assert_eq!(principal.login, "alice@acme.example");
     assert_eq!(principal.maildrop.to_string(), "acme/u-alice");
     assert_eq!(principal.policy, Policy::default());
+    assert!(!principal.policy.cleartext_allowed);
 
     for (login, pw) in [
         ("alice@acme.example", "wonderlanD"),
@@ -197,17 +221,115 @@ async fn login_delay_refuses_a_second_login_too_soon() {
 }
 
 #[tokio::test]
-async fn cleartext_passwords_need_tls_where_the_tenant_says_so() {
+async fn cleartext_passwords_need_tls_unless_the_tenant_allows_them() {
     let f = fixture();
-    let mut plain = request("dave@strict.example", password("wonderland"));
-    plain.tls = false;
-    assert!(matches!(
-        f.auth.authenticate(plain).await,
-        Err(AuthFailure::Permanent(_))
-    ));
-    let mut apop_plain = request("dave@strict.example", apop(RFC_DIGEST));
-    apop_plain.tls = false;
-    assert!(f.auth.authenticate(apop_plain).await.is_ok());
+    let without_tls = |login: &str, credential| AuthRequest {
+        tls: false,
+        ..request(login, credential)
+    };
+    // "strict" forbids cleartext explicitly, "acme" by default. Refused before the password
+    // is checked: the same answer for right and wrong passwords, and for unknown users.
+    for login in [
+        "dave@strict.example",
+        "alice@acme.example",
+        "nobody@acme.example",
+    ] {
+        for pw in ["wonderland", "wrong"] {
+            let result = f.auth.authenticate(without_tls(login, password(pw))).await;
+            assert_eq!(result, Err(AuthFailure::EncryptionRequired), "{login} {pw}");
+        }
+    }
+    // With TLS the password is checked as usual.
+    let right = f
+        .auth
+        .authenticate(request("alice@acme.example", password("wonderland")))
+        .await;
+    assert!(right.is_ok(), "{right:?}");
+    let wrong = f
+        .auth
+        .authenticate(request("alice@acme.example", password("wrong")))
+        .await;
+    assert_eq!(wrong, Err(AuthFailure::BadCredentials));
+    // A tenant that opts in takes passwords without TLS.
+    let open = f
+        .auth
+        .authenticate(without_tls("tim@open.example", password("wonderland")))
+        .await;
+    assert!(open.is_ok(), "{open:?}");
+    assert!(open.unwrap().policy.cleartext_allowed);
+    // APOP and CRAM-MD5 never send the secret: allowed without TLS.
+    let apop_plain = f
+        .auth
+        .authenticate(without_tls("dave@strict.example", apop(RFC_DIGEST)))
+        .await;
+    assert!(apop_plain.is_ok(), "{apop_plain:?}");
+    assert_eq!(
+        AuthFailure::EncryptionRequired.to_string(),
+        "cleartext credentials need TLS"
+    );
+}
+
+#[tokio::test]
+async fn cram_md5_follows_rfc_2195() {
+    let f = fixture();
+    assert!(f.auth.cram_md5_offered());
+    let principal = f
+        .auth
+        .authenticate(AuthRequest {
+            tls: false,
+            ..request("tim@open.example", cram(CRAM_DIGEST))
+        })
+        .await
+        .unwrap();
+    assert_eq!(principal.user, "u-tim");
+    let upper = f
+        .auth
+        .authenticate(request(
+            "TIM@open.example",
+            cram(&CRAM_DIGEST.to_uppercase()),
+        ))
+        .await;
+    assert!(upper.is_ok(), "{upper:?}");
+
+    let wrong = "00000000000000000000000000000000";
+    for (login, digest) in [
+        ("tim@open.example", wrong),
+        ("tim@open.example", ""),
+        // dave has an APOP secret but no CRAM-MD5 secret; alice has neither.
+        ("dave@strict.example", CRAM_DIGEST),
+        ("alice@acme.example", CRAM_DIGEST),
+        ("nobody@open.example", CRAM_DIGEST),
+        ("tim", CRAM_DIGEST),
+    ] {
+        let result = f.auth.authenticate(request(login, cram(digest))).await;
+        assert_eq!(result, Err(AuthFailure::BadCredentials), "{login}");
+    }
+    // The APOP secret is not a CRAM-MD5 secret, nor the other way round.
+    let apop_still_works = f
+        .auth
+        .authenticate(request("dave@strict.example", apop(RFC_DIGEST)))
+        .await;
+    assert!(apop_still_works.is_ok());
+    let cram_secret_as_apop = f
+        .auth
+        .authenticate(request("tim@open.example", apop(RFC_DIGEST)))
+        .await;
+    assert_eq!(cram_secret_as_apop, Err(AuthFailure::BadCredentials));
+}
+
+#[tokio::test]
+async fn cram_md5_is_offered_only_when_some_user_has_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.toml");
+    replace_file(
+        &path,
+        "[[tenants]]\nid = \"t\"\ndomains = [\"t.example\"]\n",
+    );
+    assert!(
+        !DirectoryAuthenticator::open(&path)
+            .unwrap()
+            .cram_md5_offered()
+    );
 }
 
 #[tokio::test]
