@@ -72,6 +72,8 @@ impl ServerBuilder {
             ("CLOUDPOP_USERS__CREATE_DEMO_USER", "false"),
             ("CLOUDPOP_USERS__RELOAD_INTERVAL", "100ms"),
             ("CLOUDPOP_LOG__LEVEL", "info"),
+            // Wrong passwords are part of many tests; the growing delay has its own test.
+            ("CLOUDPOP_POP3__AUTH_FAILURE_DELAY", "0s"),
         ] {
             env.insert(k.to_owned(), v.to_owned());
         }

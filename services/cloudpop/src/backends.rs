@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use cloudpop_auth::grpc::{GrpcAuthenticator, GrpcClientConfig};
 use cloudpop_auth::{Authenticator, DirectoryAuthenticator};
+use cloudpop_limits::{InProcessLimits, Limits, RedisLimits, RedisLimitsConfig};
 use cloudpop_maildrop::{
     FsStore, InProcessLock, MaildropLock, MessageStore, RedisLock, RedisLockConfig, S3Config,
     S3Store,
@@ -184,4 +185,31 @@ pub fn tls(
     let terminator = TlsTerminator::load(&settings).context("[tls]")?;
     terminator.spawn_reloader(shutdown.clone());
     Ok(Some(terminator))
+}
+
+/// The abuse-protection counters, with a readiness check when they live in Redis. Failing
+/// limits never refuse service (callers fail open), so the check only reports.
+pub async fn limits(config: &Config) -> anyhow::Result<(Arc<dyn Limits>, Option<ReadinessCheck>)> {
+    match config.limits.backend {
+        LockBackend::InProcess => Ok((Arc::new(InProcessLimits::new()), None)),
+        LockBackend::Redis => {
+            let redis = &config.limits.redis;
+            let limits = Arc::new(
+                RedisLimits::connect(RedisLimitsConfig {
+                    urls: redis.urls.clone(),
+                    cluster: redis.cluster,
+                    key_prefix: redis.key_prefix.clone(),
+                    command_timeout: redis.command_timeout,
+                })
+                .await
+                .context("limits.redis")?,
+            );
+            let probe = limits.clone();
+            let check: ReadinessCheck = Arc::new(move || {
+                let probe = probe.clone();
+                Box::pin(async move { probe.ping().await.map_err(|e| e.to_string()) })
+            });
+            Ok((limits, Some(check)))
+        }
+    }
 }

@@ -66,6 +66,10 @@ pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
             if let Some(check) = lock_check {
                 readiness = readiness.with_check("lock", check);
             }
+            let (limits, limits_check) = backends::limits(&config).await?;
+            if let Some(check) = limits_check {
+                readiness = readiness.with_check("limits", check);
+            }
             let tls = backends::tls(&config, role == ServingRole::All, &shutdown)?;
             let listeners = cloudpop_pop3::Pop3Listeners {
                 plain: Some(bind("POP3", config.pop3.listen).await?),
@@ -80,6 +84,7 @@ pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
                 lock,
                 config: config.pop3_config().map_err(anyhow::Error::msg)?,
                 tls,
+                limits,
             });
             let token = shutdown.clone();
             tasks.push(Box::pin(async move {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use cloudpop_limits::PenaltyPolicy;
+
 use crate::proxy_protocol::TrustedNetworks;
 
 /// RFC 2449 EXPIRE as advertised before login.
@@ -49,6 +51,14 @@ pub struct Pop3Config {
     pub proxy_protocol: Option<TrustedNetworks>,
     /// Time a trusted proxy has to send its PROXY header.
     pub proxy_header_timeout: Duration,
+    /// Total time allowed before login, however active the client is (slowloris guard).
+    pub login_timeout: Duration,
+    /// Concurrent connections per client address (IPv6: per /64), across all pods.
+    pub max_connections_per_ip: u32,
+    /// Concurrent logged-in sessions per user, across all pods.
+    pub max_sessions_per_user: u32,
+    /// Delay after a failed login, growing per client address and per user.
+    pub auth_failure_penalty: PenaltyPolicy,
 }
 
 impl Default for Pop3Config {
@@ -70,6 +80,10 @@ impl Default for Pop3Config {
             offer_cleartext_without_tls: false,
             proxy_protocol: None,
             proxy_header_timeout: Duration::from_secs(5),
+            login_timeout: Duration::from_secs(120),
+            max_connections_per_ip: 20,
+            max_sessions_per_user: 5,
+            auth_failure_penalty: PenaltyPolicy::default(),
         }
     }
 }

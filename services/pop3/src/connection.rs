@@ -13,9 +13,10 @@ use tracing::{debug, info, warn};
 use crate::codec::Decoder;
 use crate::proxy_protocol::{self, Sniff};
 use crate::reply::{BodyLimit, Reply, RespCode, Response};
-use crate::server::Pop3Deps;
+use crate::server::{Pop3Deps, SLOT_TTL};
 use crate::session::{ConnectionInfo, Session};
 use crate::stuffing::DotStuffer;
+use cloudpop_limits::ConnectionSlot;
 
 /// How a session ended, for the session-end log line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,11 @@ struct Connection<S> {
     out: BytesMut,
     bytes_sent: u64,
     next_renewal: Option<Instant>,
+    /// This connection's slot in the per-address cap, refreshed with the lock.
+    slot: Option<ConnectionSlot>,
+    next_slot_refresh: Instant,
+    /// The end of the time allowed before login (`login_timeout`).
+    login_deadline: Instant,
 }
 
 /// Serves one POP3 connection to its end: greeting, commands, STLS, and the session-end log.
@@ -86,12 +92,14 @@ pub(crate) async fn serve<S>(
     deps: Arc<Pop3Deps>,
     info: ConnectionInfo,
     shutdown: CancellationToken,
+    slot: Option<&ConnectionSlot>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
     let mut session = Session::new(deps.clone(), info);
-    let mut conn = Connection::new(stream, deps.clone());
+    let login_deadline = started + deps.config.login_timeout;
+    let mut conn = Connection::new(stream, deps.clone(), slot.cloned(), login_deadline);
     session.greeting().encode(&mut conn.out);
     let mut outcome = conn.run(&mut session, &shutdown).await;
     let mut bytes_sent = conn.bytes_sent;
@@ -102,7 +110,8 @@ pub(crate) async fn serve<S>(
             match timeout(deps.config.idle_timeout_authorization, handshake).await {
                 Ok(Ok(stream)) => {
                     session.tls_started();
-                    let mut conn = Connection::new(stream, deps.clone());
+                    let mut conn =
+                        Connection::new(stream, deps.clone(), slot.cloned(), login_deadline);
                     outcome = conn.run(&mut session, &shutdown).await;
                     bytes_sent += conn.bytes_sent;
                 }
@@ -129,13 +138,37 @@ pub(crate) async fn serve<S>(
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    fn new(stream: S, deps: Arc<Pop3Deps>) -> Self {
+    fn new(
+        stream: S,
+        deps: Arc<Pop3Deps>,
+        slot: Option<ConnectionSlot>,
+        login_deadline: Instant,
+    ) -> Self {
         Self {
             stream,
             deps,
             out: BytesMut::new(),
             bytes_sent: 0,
             next_renewal: None,
+            slot,
+            next_slot_refresh: Instant::now() + SLOT_TTL / 3,
+            login_deadline,
+        }
+    }
+
+    /// Keeps this connection's and its session's slots alive (they expire if a pod dies).
+    async fn refresh_slots(&mut self, session: &Session) {
+        self.next_slot_refresh = Instant::now() + SLOT_TTL / 3;
+        let limits = &self.deps.limits;
+        if let Some(slot) = &self.slot
+            && let Err(e) = limits.refresh_connection(slot, SLOT_TTL).await
+        {
+            debug!(error = %e, "could not refresh the connection slot");
+        }
+        if let Some(slot) = session.session_slot()
+            && let Err(e) = limits.refresh_session(slot, SLOT_TTL).await
+        {
+            debug!(error = %e, "could not refresh the session slot");
         }
     }
 
@@ -221,6 +254,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.deps.config.idle_timeout_authorization
             };
             let renewal = self.next_renewal;
+            let slot_refresh = self.next_slot_refresh;
+            let logged_in = session.is_logged_in();
+            let login_deadline = self.login_deadline;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
@@ -230,6 +266,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     if !self.renew(session).await {
                         return self.say_goodbye(Response::err_code(RespCode::SysTemp, "maildrop lock lost; no messages were deleted"), Outcome::LockLost).await;
                     }
+                }
+                () = sleep_until(slot_refresh) => self.refresh_slots(session).await,
+                // Slowloris: however active, a client gets `login_timeout` to log in.
+                () = sleep_until(login_deadline), if !logged_in => {
+                    return self.say_goodbye(Response::err("login took too long"), Outcome::IdleTimeout).await;
                 }
                 read = timeout(idle, self.stream.read_buf(&mut input)) => match read {
                     Err(_) => return self.say_goodbye(Response::err("idle timeout; no messages were deleted"), Outcome::IdleTimeout).await,

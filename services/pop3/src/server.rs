@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudpop_auth::Authenticator;
+use cloudpop_limits::Limits;
 use cloudpop_maildrop::{MaildropLock, MessageStore};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,7 +30,13 @@ pub struct Pop3Deps {
     pub config: Pop3Config,
     /// Certificates for STLS and implicit TLS; `None` disables both.
     pub tls: Option<TlsTerminator>,
+    /// Connection and session caps, login penalties and LOGIN-DELAY, shared across pods.
+    pub limits: Arc<dyn Limits>,
 }
+
+/// How long a connection or session slot lives without being refreshed; the connection
+/// refreshes its slots every third of it, so a crashed pod's slots free themselves.
+pub(crate) const SLOT_TTL: Duration = Duration::from_secs(180);
 
 /// The sockets to serve. Either may be absent.
 #[derive(Debug, Default)]
@@ -157,8 +164,44 @@ async fn start(
     if let Some(client) = info.client_addr {
         tracing::Span::current().record("client", tracing::field::display(client));
     }
+    let client_ip = info.client_addr.map_or(peer.ip(), |a| a.ip());
+    // Fail open: a limits backend that is down must not take POP3 down with it.
+    let slot = match deps
+        .limits
+        .open_connection(client_ip, config.max_connections_per_ip, SLOT_TTL)
+        .await
+    {
+        Ok(Some(slot)) => Some(slot),
+        Ok(None) => {
+            debug!("connection refused: too many connections from this address");
+            refuse(stream, "too many connections from your address").await;
+            return;
+        }
+        Err(e) => {
+            warn!(error = %e, "connection limit unavailable; connection admitted");
+            None
+        }
+    };
+    serve_stream(stream, implicit_tls, &deps, info, shutdown, slot.as_ref()).await;
+    if let Some(slot) = slot
+        && let Err(e) = deps.limits.close_connection(&slot).await
+    {
+        debug!(error = %e, "could not release the connection slot; it expires by itself");
+    }
+}
+
+async fn serve_stream(
+    stream: TcpStream,
+    implicit_tls: bool,
+    deps: &Arc<Pop3Deps>,
+    info: ConnectionInfo,
+    shutdown: CancellationToken,
+    slot: Option<&cloudpop_limits::ConnectionSlot>,
+) {
+    let config = &deps.config;
+    let deps = deps.clone();
     if !implicit_tls {
-        connection::serve(stream, deps, info, shutdown).await;
+        connection::serve(stream, deps, info, shutdown, slot).await;
         return;
     }
     let Some(tls) = deps.tls.clone() else {
@@ -170,7 +213,7 @@ async fn start(
     )
     .await
     {
-        Ok(Ok(stream)) => connection::serve(stream, deps, info, shutdown).await,
+        Ok(Ok(stream)) => connection::serve(stream, deps, info, shutdown, slot).await,
         Ok(Err(e)) => debug!(error = %e, "implicit TLS handshake failed"),
         Err(_) => debug!("implicit TLS handshake timed out"),
     }

@@ -4,7 +4,7 @@
 //! [`Reply`] values; the connection writes them. UPDATE is the commit step of QUIT, not a
 //! state to rest in: a session that ends any other way deletes nothing.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,7 +18,8 @@ use crate::capabilities::CapaContext;
 use crate::codec::{Command, MessageNumber, ProtocolError, SaslResponse};
 use crate::reply::{BodyLimit, Reply, RespCode, Response};
 use crate::sasl::{self, Mechanism, Pending, Step};
-use crate::server::Pop3Deps;
+use crate::server::{Pop3Deps, SLOT_TTL};
+use cloudpop_limits::SessionSlot;
 
 /// Facts about the connection that the session needs.
 #[derive(Debug, Clone, Default)]
@@ -74,6 +75,8 @@ struct Authorization {
 struct Transaction {
     principal: Principal,
     lease: Lease,
+    /// This session's place in the per-user session cap (`None` if the backend was down).
+    slot: Option<SessionSlot>,
     messages: Vec<MessageEntry>,
     deleted: Vec<bool>,
     deleted_count: usize,
@@ -82,12 +85,18 @@ struct Transaction {
 }
 
 impl Transaction {
-    fn new(principal: Principal, lease: Lease, messages: Vec<MessageEntry>) -> Self {
+    fn new(
+        principal: Principal,
+        lease: Lease,
+        slot: Option<SessionSlot>,
+        messages: Vec<MessageEntry>,
+    ) -> Self {
         let total_octets = messages.iter().map(|m| m.size).sum();
         let deleted = vec![false; messages.len()];
         Self {
             principal,
             lease,
+            slot,
             messages,
             deleted,
             deleted_count: 0,
@@ -425,6 +434,9 @@ impl Session {
         login: String,
         credential: Credential,
     ) -> (State, Reply) {
+        // Failures are counted by the login as typed, bounded, so that guessing at one
+        // account is slowed down whatever the spelling.
+        let failure_key: String = login.to_ascii_lowercase().chars().take(256).collect();
         let request = AuthRequest {
             login,
             credential,
@@ -434,18 +446,38 @@ impl Session {
         };
         let principal = match self.deps.authenticator.authenticate(request).await {
             Ok(principal) => principal,
-            Err(failure) => return self.login_failed(auth, failure),
+            Err(failure) => return self.login_failed(auth, failure, &failure_key).await,
+        };
+        if let Err(e) = self
+            .deps
+            .limits
+            .record_success(self.client_ip(), Some(&failure_key))
+            .await
+        {
+            debug!(error = %e, "could not reset the login failure count");
+        }
+        let user_key = format!("{}/{}", principal.tenant, principal.user);
+        if !self.login_delay_passed(&user_key, &principal).await {
+            let reply =
+                Response::err_code(RespCode::LoginDelay, "login too soon after the last one");
+            return (State::Authorization(auth), reply.into());
+        }
+        let slot = match self.open_session_slot(&user_key).await {
+            Ok(slot) => slot,
+            Err(reply) => return (State::Authorization(auth), reply),
         };
         let lock_ttl = self.deps.config.lock_ttl;
         let lease = match self.deps.lock.acquire(&principal.maildrop, lock_ttl).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
+                self.close_session_slot(slot.as_ref()).await;
                 let reply =
                     Response::err_code(RespCode::InUse, "maildrop is in use by another session");
                 return (State::Authorization(auth), reply.into());
             }
             Err(e) => {
                 warn!(error = %e, "maildrop lock unavailable at login");
+                self.close_session_slot(slot.as_ref()).await;
                 return (
                     State::Authorization(auth),
                     temp_failure("maildrop lock unavailable, try again later"),
@@ -458,6 +490,7 @@ impl Session {
             Err(e) => {
                 warn!(error = %e, "message store unavailable at login");
                 self.release(&lease).await;
+                self.close_session_slot(slot.as_ref()).await;
                 return (
                     State::Authorization(auth),
                     temp_failure("maildrop unavailable, try again later"),
@@ -465,7 +498,7 @@ impl Session {
             }
         };
         self.stats.login = Some(principal.login.clone());
-        let txn = Box::new(Transaction::new(principal, lease, messages));
+        let txn = Box::new(Transaction::new(principal, lease, slot, messages));
         let reply = Response::ok(format!(
             "maildrop has {} messages ({} octets)",
             txn.live_count(),
@@ -474,12 +507,71 @@ impl Session {
         (State::Transaction(txn), reply.into())
     }
 
-    fn login_failed(&mut self, mut auth: Authorization, failure: AuthFailure) -> (State, Reply) {
+    fn client_ip(&self) -> IpAddr {
+        self.info
+            .client_addr
+            .map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip())
+    }
+
+    /// RFC 2449 §6.8 LOGIN-DELAY across pods. Fails open: a limits backend that is down
+    /// must not lock users out.
+    async fn login_delay_passed(&self, user_key: &str, principal: &Principal) -> bool {
+        let delay = principal.policy.login_delay;
+        if delay.is_zero() {
+            return true;
+        }
+        match self.deps.limits.check_login_delay(user_key, delay).await {
+            Ok(passed) => passed,
+            Err(e) => {
+                warn!(error = %e, "login delay unavailable; login admitted");
+                true
+            }
+        }
+    }
+
+    /// Takes a place in the per-user session cap. Fails open when the backend is down.
+    async fn open_session_slot(&self, user_key: &str) -> Result<Option<SessionSlot>, Reply> {
+        let max = self.deps.config.max_sessions_per_user;
+        match self.deps.limits.open_session(user_key, max, SLOT_TTL).await {
+            Ok(Some(slot)) => Ok(Some(slot)),
+            Ok(None) => {
+                Err(Response::err_code(RespCode::InUse, "too many sessions for this user").into())
+            }
+            Err(e) => {
+                warn!(error = %e, "session limit unavailable; session admitted");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn close_session_slot(&self, slot: Option<&SessionSlot>) {
+        if let Some(slot) = slot
+            && let Err(e) = self.deps.limits.close_session(slot).await
+        {
+            debug!(error = %e, "could not release the session slot; it expires by itself");
+        }
+    }
+
+    /// The session's slot in the per-user cap, to keep it refreshed.
+    pub fn session_slot(&self) -> Option<&SessionSlot> {
+        match &self.state {
+            State::Transaction(t) => t.slot.as_ref(),
+            _ => None,
+        }
+    }
+
+    async fn login_failed(
+        &mut self,
+        mut auth: Authorization,
+        failure: AuthFailure,
+        failure_key: &str,
+    ) -> (State, Reply) {
         // RFC 3206: [AUTH] only for bad credentials; a dependency problem is [SYS/TEMP].
         let response = match &failure {
             AuthFailure::BadCredentials => {
                 auth.failures += 1;
                 self.stats.auth_failures += 1;
+                self.failure_penalty(failure_key).await;
                 if auth.failures >= self.deps.config.max_auth_failures {
                     let reply = Response::err_code(
                         RespCode::Auth,
@@ -510,6 +602,25 @@ impl Session {
             warn!(%reason, "login refused");
         }
         (State::Authorization(auth), response.into())
+    }
+
+    /// Records a failed login and waits out the penalty, which grows with the failures of
+    /// this client address and of this login, across pods.
+    async fn failure_penalty(&self, failure_key: &str) {
+        let policy = &self.deps.config.auth_failure_penalty;
+        match self
+            .deps
+            .limits
+            .record_failure(self.client_ip(), Some(failure_key), policy)
+            .await
+        {
+            Ok(penalty) => tokio::time::sleep(penalty).await,
+            // Without the shared count, the base delay still slows a guesser down.
+            Err(e) => {
+                warn!(error = %e, "login failure count unavailable");
+                tokio::time::sleep(policy.base).await;
+            }
+        }
     }
 
     async fn transaction(&mut self, mut txn: Box<Transaction>, command: Command) -> (State, Reply) {
@@ -624,6 +735,7 @@ impl Session {
             // Fencing: another session may own the maildrop now. Deleting would be unsafe.
             warn!(?held, "maildrop lock lost before UPDATE; nothing deleted");
             self.release(&txn.lease).await;
+            self.close_session_slot(txn.slot.as_ref()).await;
             return Reply::Close(Response::err_code(
                 RespCode::SysTemp,
                 "maildrop lock lost; no messages were deleted",
@@ -635,6 +747,7 @@ impl Session {
             .delete(&txn.principal.maildrop, &marked)
             .await;
         self.release(&txn.lease).await;
+        self.close_session_slot(txn.slot.as_ref()).await;
         self.stats.deleted = outcome.deleted.len() as u64;
         let left = txn.messages.len() - outcome.deleted.len();
         if outcome.failed.is_empty() {
@@ -662,6 +775,7 @@ impl Session {
     pub async fn abandon(&mut self) {
         if let State::Transaction(txn) = std::mem::replace(&mut self.state, State::Closed) {
             self.release(&txn.lease).await;
+            self.close_session_slot(txn.slot.as_ref()).await;
         }
     }
 

@@ -29,6 +29,7 @@ pub struct Config {
     pub auth: AuthSection,
     pub store: StoreSection,
     pub lock: LockSection,
+    pub limits: LimitsSection,
     pub tls: TlsSection,
     pub shutdown: ShutdownSection,
 }
@@ -45,6 +46,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             store: StoreSection::default(),
             lock: LockSection::default(),
+            limits: LimitsSection::default(),
             tls: TlsSection::default(),
             shutdown: ShutdownSection::default(),
         }
@@ -112,6 +114,22 @@ pub struct Pop3Section {
     pub proxy_trusted_networks: Vec<String>,
     #[serde(with = "duration")]
     pub proxy_header_timeout: Duration,
+    /// Total time allowed before login, however active the client is (slowloris guard).
+    #[serde(with = "duration")]
+    pub login_timeout: Duration,
+    /// Concurrent connections per client address (IPv6: per /64), across pods.
+    pub max_connections_per_ip: u32,
+    /// Concurrent logged-in sessions per user, across pods.
+    pub max_sessions_per_user: u32,
+    /// Delay after the first failed login; it doubles with each further failure of the
+    /// same client address or login, up to `auth_failure_delay_max`.
+    #[serde(with = "duration")]
+    pub auth_failure_delay: Duration,
+    #[serde(with = "duration")]
+    pub auth_failure_delay_max: Duration,
+    /// How long failures are remembered after the last one.
+    #[serde(with = "duration")]
+    pub auth_failure_window: Duration,
 }
 
 impl Default for Pop3Section {
@@ -137,6 +155,12 @@ impl Default for Pop3Section {
             proxy_protocol: false,
             proxy_trusted_networks: Vec::new(),
             proxy_header_timeout: d.proxy_header_timeout,
+            login_timeout: d.login_timeout,
+            max_connections_per_ip: d.max_connections_per_ip,
+            max_sessions_per_user: d.max_sessions_per_user,
+            auth_failure_delay: d.auth_failure_penalty.base,
+            auth_failure_delay_max: d.auth_failure_penalty.max,
+            auth_failure_window: d.auth_failure_penalty.window,
         }
     }
 }
@@ -374,7 +398,26 @@ pub enum LockBackend {
     Redis,
 }
 
-/// `[lock.redis]`: Redis or Redis Cluster.
+/// `[limits]`: where connection and session counts, login penalties and LOGIN-DELAY are
+/// kept.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// `in-process` (one process) or `redis` (shared by every pod).
+    pub backend: LockBackend,
+    pub redis: RedisSection,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            backend: LockBackend::InProcess,
+            redis: RedisSection::default(),
+        }
+    }
+}
+
+/// `[lock.redis]` and `[limits.redis]`: Redis or Redis Cluster.
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisSection {
@@ -518,6 +561,14 @@ impl Config {
             offer_cleartext_without_tls: p.offer_cleartext_without_tls,
             proxy_protocol,
             proxy_header_timeout: p.proxy_header_timeout,
+            login_timeout: p.login_timeout,
+            max_connections_per_ip: p.max_connections_per_ip,
+            max_sessions_per_user: p.max_sessions_per_user,
+            auth_failure_penalty: cloudpop_limits::PenaltyPolicy {
+                base: p.auth_failure_delay,
+                max: p.auth_failure_delay_max,
+                window: p.auth_failure_window,
+            },
         })
     }
 
