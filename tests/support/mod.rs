@@ -12,6 +12,7 @@
 )]
 
 pub mod backends;
+pub mod cloud;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
