@@ -37,6 +37,27 @@ fn proxied_server(trusted: &str) -> ServerBuilder {
         .option("POP3__PROXY_HEADER_TIMEOUT", "1s")
 }
 
+/// The haproxy binary: `HAPROXY_BIN`, else `haproxy` on the `PATH`, else `/usr/sbin/haproxy`
+/// (where Debian puts it, often not on a non-root user's `PATH`).
+fn haproxy_program() -> PathBuf {
+    let candidates = std::env::var_os("HAPROXY_BIN")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["haproxy".into(), "/usr/sbin/haproxy".into()]);
+    for program in candidates {
+        let runs = Command::new(&program)
+            .arg("-v")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if runs {
+            return program;
+        }
+    }
+    panic!("haproxy is not installed; install it with: {HAPROXY_INSTALL}");
+}
+
 /// A foreground `haproxy` on a free loopback port, killed on drop.
 struct Haproxy {
     child: Option<Child>,
@@ -47,13 +68,7 @@ struct Haproxy {
 impl Haproxy {
     /// Balances TCP connections round robin over `backends`, each sent a PROXY v2 header.
     fn start(backends: &[SocketAddr]) -> Haproxy {
-        let found = Command::new("haproxy")
-            .arg("-v")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(found, "haproxy is not installed; install it with: {HAPROXY_INSTALL}");
+        let program = haproxy_program();
         let dir = tempfile::tempdir().unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], support::backends::free_port()));
         let servers: String = backends
@@ -71,7 +86,7 @@ impl Haproxy {
         let config_path = dir.path().join("haproxy.cfg");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
-        let child = Command::new("haproxy")
+        let child = Command::new(&program)
             .arg("-f")
             .arg(&config_path)
             .arg("-db")
@@ -109,7 +124,11 @@ impl Haproxy {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("haproxy did not accept on {}; output:\n{}", self.addr, self.log());
+        panic!(
+            "haproxy did not accept on {}; output:\n{}",
+            self.addr,
+            self.log()
+        );
     }
 }
 
@@ -131,7 +150,9 @@ fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
         .unwrap();
     let stream = runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::new(from, 0)).expect("bind 127.0.0.2");
+        socket
+            .bind(SocketAddr::new(from, 0))
+            .unwrap_or_else(|e| panic!("bind {from}: {e}"));
         let stream = socket.connect(to).await.expect("connect");
         stream.into_std().unwrap()
     });
@@ -201,7 +222,10 @@ fn pod_that_served(servers: &[&Server], client: SocketAddr) -> (usize, String) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let logs: Vec<String> = servers.iter().map(|s| s.log()).collect();
-    panic!("no server logged a session from {client}; logs:\n{}", logs.join("\n----\n"));
+    panic!(
+        "no server logged a session from {client}; logs:\n{}",
+        logs.join("\n----\n")
+    );
 }
 
 #[test]
@@ -264,7 +288,8 @@ fn a_trusted_peer_without_a_header_gets_no_greeting() {
 
     let log = server.log();
     assert_eq!(
-        log.matches("connection from a trusted proxy refused").count(),
+        log.matches("connection from a trusted proxy refused")
+            .count(),
         2,
         "{log}"
     );
@@ -288,14 +313,15 @@ fn an_untrusted_peer_that_sends_a_header_is_refused_and_its_claim_ignored() {
 
     let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
     // Version 2, PROXY, TCP over IPv4, 12 bytes: 1.2.3.4:1111 -> 127.0.0.1:110.
-    v2.extend_from_slice(&[0x21, 0x11, 0, 12, 1, 2, 3, 4, 127, 0, 0, 1, 0x04, 0x57, 0, 110]);
+    v2.extend_from_slice(&[
+        0x21, 0x11, 0, 12, 1, 2, 3, 4, 127, 0, 0, 1, 0x04, 0x57, 0, 110,
+    ]);
     let headers: [(&str, Vec<u8>); 2] = [
         ("v1", b"PROXY TCP4 1.2.3.4 127.0.0.1 1111 110\r\n".to_vec()),
         ("v2", v2),
     ];
     for (version, header) in headers {
-        let mut client =
-            Client::new(connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), server.pop3));
+        let mut client = Client::new(connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), server.pop3));
         client.send(&header);
         let said = client.lines_until_eof();
         // The greeting goes out before the peer speaks (it is a direct client); what the
@@ -311,6 +337,8 @@ fn an_untrusted_peer_that_sends_a_header_is_refused_and_its_claim_ignored() {
         2,
         "{log}"
     );
-    assert!(!log.contains("1.2.3.4"), "the claimed address was logged:\n{log}");
+    assert!(
+        !log.contains("1.2.3.4"),
+        "the claimed address was logged:\n{log}"
+    );
 }
-
