@@ -63,6 +63,8 @@ pub enum Step {
     },
     /// The exchange failed before any check; answer `-ERR` with this reason.
     Fail(&'static str),
+    /// The exchange ends as a failed authentication (`-ERR [AUTH]`): after a refused token.
+    Refused,
 }
 
 /// What the exchange waits for.
@@ -111,7 +113,7 @@ pub fn next(pending: Pending, response: Secret) -> Step {
             credential: Credential::Password(response),
         },
         Pending::CramMd5 { challenge } => cram_md5(challenge, response),
-        Pending::BearerFailed => Step::Fail("authentication failed"),
+        Pending::BearerFailed => Step::Refused,
     }
 }
 

@@ -51,6 +51,8 @@ pub struct Session {
     state: State,
     bad_commands: u32,
     stats: SessionStats,
+    /// Why the last authentication attempt failed, for the SASL exchange's follow-up.
+    last_failure: Option<AuthFailure>,
 }
 
 #[derive(Debug)]
@@ -158,6 +160,7 @@ impl Session {
             state: State::Authorization(Authorization::default()),
             bad_commands: 0,
             stats: SessionStats::default(),
+            last_failure: None,
         }
     }
 
@@ -323,21 +326,21 @@ impl Session {
                 (State::Authorization(auth), Reply::Continue(challenge))
             }
             Step::Fail(reason) => (State::Authorization(auth), Response::err(reason).into()),
+            // The failure was counted when the token was checked.
+            Step::Refused => (
+                State::Authorization(auth),
+                Response::err_code(RespCode::Auth, "authentication failed").into(),
+            ),
             Step::Check { login, credential } => {
                 let bearer = matches!(credential, Credential::Bearer { .. });
+                self.last_failure = None;
                 let (state, reply) = self.login(auth, login, credential).await;
                 match state {
-                    // RFC 7628 §3.2.2: a failed bearer token gets an error challenge; the
-                    // client answers it, and only then does the exchange fail.
+                    // RFC 7628 §3.2.2: a refused bearer token gets an error challenge; the
+                    // client answers it, and only then does the exchange fail. Other
+                    // failures (cleartext refused, a dependency down) are answered at once.
                     State::Authorization(mut auth)
-                        if bearer
-                            && matches!(
-                                &reply,
-                                Reply::Single(Response::Err {
-                                    code: Some(RespCode::Auth),
-                                    ..
-                                })
-                            ) =>
+                        if bearer && self.last_failure == Some(AuthFailure::BadCredentials) =>
                     {
                         auth.sasl = Some(Pending::BearerFailed);
                         (
@@ -566,6 +569,7 @@ impl Session {
         failure: AuthFailure,
         failure_key: &str,
     ) -> (State, Reply) {
+        self.last_failure = Some(failure.clone());
         // RFC 3206: [AUTH] only for bad credentials; a dependency problem is [SYS/TEMP].
         let response = match &failure {
             AuthFailure::BadCredentials => {
