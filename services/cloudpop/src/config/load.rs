@@ -10,6 +10,10 @@ use super::Config;
 const ENV_PREFIX: &str = "CLOUDPOP_";
 /// Variables with the prefix that are not configuration keys.
 const ENV_NOT_OPTIONS: [&str; 1] = ["CLOUDPOP_CONFIG"];
+/// Top-level options that a variable without `__` may set. Other single-segment names are
+/// not options: Kubernetes defines `CLOUDPOP_AUTH_PORT=tcp://…` and the like for every
+/// Service named `cloudpop-…`, and those must not stop the process.
+const ENV_TOP_LEVEL: [&str; 1] = ["data_dir"];
 
 /// Why the configuration cannot be used. Each message names the file, variable or option.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +80,9 @@ fn apply_env(table: &mut Table, name: &str, value: &str) -> Result<(), ConfigErr
         .split("__")
         .map(str::to_ascii_lowercase)
         .collect();
+    if path.len() == 1 && !ENV_TOP_LEVEL.contains(&path[0].as_str()) {
+        return Ok(());
+    }
     if path.iter().any(String::is_empty) {
         return Err(ConfigError::Env {
             name: name.to_owned(),
@@ -173,6 +180,20 @@ mod tests {
                 .to_string();
             assert!(error.contains(needle), "{name}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn kubernetes_service_link_variables_are_not_options() {
+        let c = load(
+            Some(Path::new("/dev/null")),
+            env(&[
+                ("CLOUDPOP_AUTH_PORT", "tcp://10.0.0.1:50051"),
+                ("CLOUDPOP_POP3_SERVICE_HOST", "10.0.0.2"),
+                ("CLOUDPOP_DATA_DIR", "/srv/x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/x"));
     }
 
     #[test]
