@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the tests need and is missing, then runs
-# the format check, clippy with warnings as errors, and every test of the workspace.
+# the format check, clippy with warnings as errors, every test of the workspace, the Helm
+# chart checks and the benchmark's smoke run.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 
 # Debian packages of the programs the end-to-end tests drive: program=package.
-needed=(curl=curl fetchmail=fetchmail python3=python3)
+needed=(
+  curl=curl
+  fetchmail=fetchmail
+  python3=python3
+  openssl=openssl
+  haproxy=haproxy
+  redis-server=redis-server
+  promtool=prometheus
+  node=nodejs
+  npm=npm
+)
 
 missing=()
 for entry in "${needed[@]}"; do
@@ -27,6 +39,14 @@ if ((${#missing[@]} > 0)); then
   "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The S3-compatible server of the tests (SigV4 checked), from crates.io.
+if ! command -v s3s-fs >/dev/null 2>&1; then
+  echo "tests/run.sh: installing s3s-fs 0.14.1" >&2
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
+fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+bash tests/helm.sh
+bash tests/bench_smoke.sh
