@@ -12,10 +12,11 @@ COPY --from=build /out/cloudpop /cloudpop
 COPY --from=build --chown=65532:65532 /out/var/lib/cloudpop /var/lib/cloudpop
 ENV CLOUDPOP_DATA_DIR=/var/lib/cloudpop \
     CLOUDPOP_POP3__LISTEN=0.0.0.0:1110 \
+    CLOUDPOP_POP3__LISTEN_TLS=0.0.0.0:1995 \
     CLOUDPOP_LMTP__LISTEN=0.0.0.0:2424 \
     CLOUDPOP_ADMIN__LISTEN=0.0.0.0:9090
 VOLUME ["/var/lib/cloudpop"]
-EXPOSE 1110 2424 9090
+EXPOSE 1110 1995 2424 9090
 USER 65532:65532
 # Exec form: cloudpop is PID 1 and receives SIGTERM itself, which starts the drain.
 ENTRYPOINT ["/cloudpop"]

@@ -86,7 +86,12 @@ fn corpus() -> Vec<Vec<u8>> {
 
 /// A server with one user holding `messages`, delivered over LMTP in order.
 fn server_with(messages: &[Vec<u8>]) -> Server {
-    let server = Server::builder().user(LOGIN, PASSWORD).start();
+    // Plain POP3 on loopback: passwords are offered and accepted without TLS here (curl
+    // only sends one if CAPA announces USER).
+    let server = Server::builder()
+        .user(LOGIN, PASSWORD)
+        .option("POP3__OFFER_CLEARTEXT_WITHOUT_TLS", "true")
+        .start();
     for m in messages {
         assert!(m.ends_with(b"\r\n"), "test messages end with CRLF");
         server.deliver_ok(LOGIN, m);

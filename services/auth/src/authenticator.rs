@@ -124,6 +124,20 @@ pub enum AuthFailure {
     EncryptionRequired,
 }
 
+impl AuthFailure {
+    /// A short, fixed name for logs and metric labels: `bad_credentials`, `login_too_soon`,
+    /// `temporary_failure`, `permanent_failure` or `encryption_required`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthFailure::BadCredentials => "bad_credentials",
+            AuthFailure::LoginTooSoon => "login_too_soon",
+            AuthFailure::Temporary(_) => "temporary_failure",
+            AuthFailure::Permanent(_) => "permanent_failure",
+            AuthFailure::EncryptionRequired => "encryption_required",
+        }
+    }
+}
+
 /// Recipient lookup failed for a reason other than "no such user".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {

@@ -95,7 +95,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         // The listener is bound already: connections made from now on queue until the
         // server accepts them, so no readiness wait is needed.
-        let task = tokio::spawn(serve(listener, directory, shutdown.clone()));
+        let task = tokio::spawn(serve(listener, directory, None, shutdown.clone()));
         Server {
             _dir: dir,
             endpoint,

@@ -4,40 +4,49 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use cloudpop_auth::grpc::{GrpcAuthenticator, GrpcClientConfig};
+use cloudpop_auth::directory::ReloadMetrics;
+use cloudpop_auth::grpc::{GrpcAuthenticator, GrpcClientConfig, GrpcClientMetrics};
 use cloudpop_auth::{Authenticator, DirectoryAuthenticator};
 use cloudpop_limits::{InProcessLimits, Limits, RedisLimits, RedisLimitsConfig};
 use cloudpop_maildrop::{
-    FsStore, InProcessLock, MaildropLock, MessageStore, RedisLock, RedisLockConfig, S3Config,
-    S3Store,
+    FsStore, InProcessLock, InstrumentedLock, InstrumentedStore, MaildropLock, MessageStore,
+    RedisLock, RedisLockConfig, S3Config, S3Store, StorageMetrics,
 };
 use cloudpop_telemetry::ReadinessCheck;
+use prometheus::Registry;
 use tokio_util::sync::CancellationToken;
 
+use cloudpop_pop3::Pop3Metrics;
 use cloudpop_pop3::tls::{SniCert, TlsSettings, TlsTerminator, ensure_dev_certificate};
 
 use crate::config::{AuthBackend, Config, LockBackend, StoreBackend};
+use crate::instrumented_limits::{InstrumentedLimits, LimitsMetrics};
 
 /// How often a gRPC front-end asks the auth service whether APOP is offered.
 const CAPABILITIES_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The authenticator, with a readiness check for it.
+/// The authenticator, with a readiness check for it. Its metrics (gRPC client latency, or
+/// users file reloads) are registered on `registry`.
 pub async fn authenticator(
     config: &Config,
     shutdown: &CancellationToken,
+    registry: &Registry,
 ) -> anyhow::Result<(Arc<dyn Authenticator>, Option<ReadinessCheck>)> {
     match config.auth.backend {
         AuthBackend::File => {
-            let directory = users_directory(config, shutdown)?;
+            let directory = users_directory(config, shutdown, registry)?;
             Ok((Arc::new(directory), None))
         }
         AuthBackend::Grpc => {
-            let client = GrpcAuthenticator::new(&GrpcClientConfig {
-                endpoint: config.auth.endpoint.clone(),
-                timeout: config.auth.timeout,
-                max_attempts: config.auth.max_attempts,
-                apop_offered_default: config.auth.apop,
-            })
+            let client = GrpcAuthenticator::instrumented(
+                &GrpcClientConfig {
+                    endpoint: config.auth.endpoint.clone(),
+                    timeout: config.auth.timeout,
+                    max_attempts: config.auth.max_attempts,
+                    apop_offered_default: config.auth.apop,
+                },
+                GrpcClientMetrics::new(registry)?,
+            )
             .with_context(|| format!("auth.endpoint {:?}", config.auth.endpoint))?;
             client.spawn_capabilities_refresh(CAPABILITIES_REFRESH, shutdown.clone());
             let probe = client.clone();
@@ -56,30 +65,47 @@ pub async fn authenticator(
     }
 }
 
-/// The users file as a live directory, reloaded when it changes.
+/// The users file as a live directory, reloaded when it changes (reloads counted in
+/// `cloudpop_config_reloads_total`).
 pub fn users_directory(
     config: &Config,
     shutdown: &CancellationToken,
+    registry: &Registry,
 ) -> anyhow::Result<DirectoryAuthenticator> {
     let path = config.users_file();
     let directory = DirectoryAuthenticator::open(&path)
         .with_context(|| format!("cannot load users file {}", path.display()))?;
+    directory.count_reloads(ReloadMetrics::new(registry)?);
     directory.spawn_reloader(config.users.reload_interval, shutdown.clone());
     Ok(directory)
 }
 
-/// The message store, with its readiness check.
-pub fn store(config: &Config) -> anyhow::Result<(Arc<dyn MessageStore>, ReadinessCheck)> {
-    let store: Arc<dyn MessageStore> = match config.store.backend {
-        StoreBackend::Fs => Arc::new(FsStore::new(config.store_path())),
-        StoreBackend::S3 => Arc::new(S3Store::new(s3_config(config)?)),
-    };
+/// The message store, measured and traced, with its readiness check.
+pub fn store(
+    config: &Config,
+    metrics: &StorageMetrics,
+) -> anyhow::Result<(Arc<dyn MessageStore>, ReadinessCheck)> {
+    Ok(match config.store.backend {
+        StoreBackend::Fs => instrumented_store(FsStore::new(config.store_path()), "fs", metrics),
+        StoreBackend::S3 => instrumented_store(S3Store::new(s3_config(config)?), "s3", metrics),
+    })
+}
+
+/// Wraps `store` for the sessions; the readiness probe asks the bare store, so probes
+/// neither start traces of their own nor skew the latency of real requests.
+fn instrumented_store<S: MessageStore + 'static>(
+    store: S,
+    backend: &'static str,
+    metrics: &StorageMetrics,
+) -> (Arc<dyn MessageStore>, ReadinessCheck) {
+    let store = Arc::new(store);
     let probe = store.clone();
     let check: ReadinessCheck = Arc::new(move || {
         let probe = probe.clone();
         Box::pin(async move { probe.check().await.map_err(|e| e.to_string()) })
     });
-    Ok((store, check))
+    let instrumented = InstrumentedStore::new(store, backend, metrics.clone());
+    (Arc::new(instrumented), check)
 }
 
 fn s3_config(config: &Config) -> anyhow::Result<S3Config> {
@@ -110,12 +136,18 @@ fn s3_config(config: &Config) -> anyhow::Result<S3Config> {
     })
 }
 
-/// The maildrop lock, with a readiness check when it has a backend to reach.
+/// The maildrop lock, measured and traced, with a readiness check when it has a backend to
+/// reach.
 pub async fn lock(
     config: &Config,
+    metrics: &StorageMetrics,
 ) -> anyhow::Result<(Arc<dyn MaildropLock>, Option<ReadinessCheck>)> {
     match config.lock.backend {
-        LockBackend::InProcess => Ok((Arc::new(InProcessLock::default()), None)),
+        LockBackend::InProcess => {
+            let lock = InProcessLock::default();
+            let instrumented = InstrumentedLock::new(lock, "in_process", metrics.clone());
+            Ok((Arc::new(instrumented), None))
+        }
         LockBackend::Redis => {
             let redis = &config.lock.redis;
             let lock = Arc::new(
@@ -133,7 +165,8 @@ pub async fn lock(
                 let probe = probe.clone();
                 Box::pin(async move { probe.ping().await.map_err(|e| e.to_string()) })
             });
-            Ok((lock, Some(check)))
+            let instrumented = InstrumentedLock::new(lock, "redis", metrics.clone());
+            Ok((Arc::new(instrumented), Some(check)))
         }
     }
 }
@@ -146,6 +179,7 @@ pub fn tls(
     config: &Config,
     embedded: bool,
     shutdown: &CancellationToken,
+    metrics: &Pop3Metrics,
 ) -> anyhow::Result<Option<TlsTerminator>> {
     let tls = &config.tls;
     let (cert, key) = match (&tls.cert, &tls.key) {
@@ -183,27 +217,36 @@ pub fn tls(
         reload_interval: tls.reload_interval,
     };
     let terminator = TlsTerminator::load(&settings).context("[tls]")?;
+    terminator.count_reloads(metrics);
     terminator.spawn_reloader(shutdown.clone());
     Ok(Some(terminator))
 }
 
 /// The abuse-protection counters, with a readiness check when they live in Redis. Failing
 /// limits never refuse service (callers fail open), so the check only reports.
-pub async fn limits(config: &Config) -> anyhow::Result<(Arc<dyn Limits>, Option<ReadinessCheck>)> {
+///
+/// Measured and traced; the readiness check's `ping` is neither.
+pub async fn limits(
+    config: &Config,
+    registry: &Registry,
+) -> anyhow::Result<(Arc<dyn Limits>, Option<ReadinessCheck>)> {
+    let metrics = LimitsMetrics::new(registry)?;
     match config.limits.backend {
-        LockBackend::InProcess => Ok((Arc::new(InProcessLimits::new()), None)),
+        LockBackend::InProcess => {
+            let limits = InstrumentedLimits::new(InProcessLimits::new(), "in_process", metrics);
+            Ok((Arc::new(limits), None))
+        }
         LockBackend::Redis => {
             let redis = &config.limits.redis;
-            let limits = Arc::new(
-                RedisLimits::connect(RedisLimitsConfig {
-                    urls: redis.urls.clone(),
-                    cluster: redis.cluster,
-                    key_prefix: redis.key_prefix.clone(),
-                    command_timeout: redis.command_timeout,
-                })
-                .await
-                .context("limits.redis")?,
-            );
+            let limits = RedisLimits::connect(RedisLimitsConfig {
+                urls: redis.urls.clone(),
+                cluster: redis.cluster,
+                key_prefix: redis.key_prefix.clone(),
+                command_timeout: redis.command_timeout,
+            })
+            .await
+            .context("limits.redis")?;
+            let limits = Arc::new(InstrumentedLimits::new(limits, "redis", metrics));
             let probe = limits.clone();
             let check: ReadinessCheck = Arc::new(move || {
                 let probe = probe.clone();

@@ -13,13 +13,16 @@ mod backends;
 mod cli;
 mod config;
 mod demo_user;
+mod instrumented_limits;
 mod pop_url;
 mod roles;
 
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use clap::Parser;
-use cloudpop_telemetry::{LogFormat, init_logging};
+use cloudpop_telemetry::LogFormat;
 
 use crate::cli::{Cli, Role};
 use crate::config::{Config, LogFormatName};
@@ -64,9 +67,19 @@ fn run(role: Role, config: Config) -> anyhow::Result<()> {
         LogFormatName::Text => LogFormat::Text,
         LogFormatName::Json => LogFormat::Json,
     };
-    init_logging(&config.log.level, format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(roles::serve(config, role))
+    let result = runtime.block_on(async {
+        // Inside the runtime: the OTLP exporter's gRPC channel lives on it.
+        let traces = config.telemetry.trace_settings(role.name());
+        let telemetry = cloudpop_telemetry::init(&config.log.level, format, traces.as_ref())?;
+        // Metrics are passed in, not global: one registry, handed to every layer.
+        let registry = prometheus::Registry::new();
+        roles::serve(config, role, registry, telemetry).await
+    });
+    // Sessions still running past the grace period are dropped here, without UPDATE; a
+    // blocking task (a file write, a password hash) is not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
 }

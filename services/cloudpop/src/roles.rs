@@ -1,13 +1,17 @@
-//! Wiring of the serving roles: build the backends from configuration, bind, serve, drain.
+//! Wiring of the serving roles: build the backends and metrics from configuration, bind,
+//! serve, drain.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use cloudpop_telemetry::Readiness;
+use cloudpop_telemetry::{ProcessMetrics, Readiness, Telemetry};
+use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -26,53 +30,100 @@ pub enum ServingRole {
     Auth,
 }
 
+impl ServingRole {
+    /// The role's name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServingRole::All => "all",
+            ServingRole::Pop3 => "pop3",
+            ServingRole::Lmtp => "lmtp",
+            ServingRole::Auth => "auth",
+        }
+    }
+}
+
 type Task = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-/// Runs `role` until SIGTERM or SIGINT, then drains within the grace period.
-pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    let mut readiness = Readiness::new(shutdown.clone());
+/// The phases of a shutdown, each a token: readiness fails, then the listeners stop and
+/// sessions drain, and last the admin port (probes and scrapes work throughout the drain).
+#[derive(Debug, Clone, Default)]
+struct Phases {
+    /// Cancelled first: `/readyz` answers 503.
+    draining: CancellationToken,
+    /// Cancelled after `shutdown.ready_delay`: listeners close, sessions finish and close.
+    stop: CancellationToken,
+    /// Cancelled when sessions have drained (or the deadline came): the admin port closes.
+    admin: CancellationToken,
+}
+
+/// Runs `role` until SIGTERM or SIGINT, then drains within the grace period. Metrics are
+/// registered on `registry`; `telemetry` is flushed before returning.
+pub async fn serve(
+    config: Config,
+    role: ServingRole,
+    registry: Registry,
+    telemetry: Telemetry,
+) -> anyhow::Result<()> {
+    // Watched before anything starts, so an early SIGTERM also drains.
+    let signals = Signals::watch();
+    let phases = Phases::default();
+    let shutdown = &phases.stop;
+    ProcessMetrics::new(&registry, env!("CARGO_PKG_VERSION"))?;
+    let mut readiness = Readiness::new(phases.draining.clone());
     let mut tasks: Vec<Task> = Vec::new();
     let uses_users_file = role == ServingRole::Auth || config.auth.backend == AuthBackend::File;
     if uses_users_file {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     }
+    // Bound first, so that the demo user's POP URL names the port really listened on.
+    let plain_pop3 = match role {
+        ServingRole::All | ServingRole::Pop3 => Some(bind("POP3", config.pop3.listen).await?),
+        ServingRole::Lmtp | ServingRole::Auth => None,
+    };
     if role == ServingRole::All
         && config.auth.backend == AuthBackend::File
         && config.users.create_demo_user
     {
-        demo_user::ensure(&config.users_file(), config.pop3.listen)?;
+        let pop3 = match &plain_pop3 {
+            Some(listener) => listener.local_addr()?,
+            None => config.pop3.listen,
+        };
+        demo_user::ensure(&config.users_file(), pop3)?;
     }
 
     if role == ServingRole::Auth {
-        let directory = backends::users_directory(&config, &shutdown)?;
+        let directory = backends::users_directory(&config, shutdown, &registry)?;
+        let metrics = cloudpop_auth::grpc::AuthServerMetrics::new(&registry)?;
         let listener = bind("auth gRPC", config.auth.listen).await?;
         let token = shutdown.clone();
         tasks.push(Box::pin(async move {
-            cloudpop_auth::grpc::serve(listener, directory, token)
+            cloudpop_auth::grpc::serve(listener, directory, Some(metrics), token)
                 .await
                 .context("auth gRPC server")
         }));
     } else {
-        let (authenticator, auth_check) = backends::authenticator(&config, &shutdown).await?;
-        let (store, store_check) = backends::store(&config)?;
+        let (authenticator, auth_check) =
+            backends::authenticator(&config, shutdown, &registry).await?;
+        let storage = cloudpop_maildrop::StorageMetrics::new(&registry)?;
+        let (store, store_check) = backends::store(&config, &storage)?;
         readiness = readiness.with_check("store", store_check);
         if let Some(check) = auth_check {
             readiness = readiness.with_check("auth", check);
         }
         if matches!(role, ServingRole::All | ServingRole::Pop3) {
-            let (lock, lock_check) = backends::lock(&config).await?;
+            let metrics = cloudpop_pop3::Pop3Metrics::new(&registry)?;
+            let (lock, lock_check) = backends::lock(&config, &storage).await?;
             if let Some(check) = lock_check {
                 readiness = readiness.with_check("lock", check);
             }
-            let (limits, limits_check) = backends::limits(&config).await?;
+            let (limits, limits_check) = backends::limits(&config, &registry).await?;
             if let Some(check) = limits_check {
                 readiness = readiness.with_check("limits", check);
             }
-            let tls = backends::tls(&config, role == ServingRole::All, &shutdown)?;
+            let tls = backends::tls(&config, role == ServingRole::All, shutdown, &metrics)?;
             let listeners = cloudpop_pop3::Pop3Listeners {
-                plain: Some(bind("POP3", config.pop3.listen).await?),
+                plain: plain_pop3,
                 implicit_tls: match &tls {
                     Some(_) => Some(bind("POP3S", config.pop3.listen_tls).await?),
                     None => None,
@@ -85,6 +136,7 @@ pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
                 config: config.pop3_config().map_err(anyhow::Error::msg)?,
                 tls,
                 limits,
+                metrics,
             });
             let token = shutdown.clone();
             tasks.push(Box::pin(async move {
@@ -99,6 +151,7 @@ pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
                 authenticator,
                 store,
                 config: config.lmtp_config(),
+                metrics: cloudpop_lmtp::LmtpMetrics::new(&registry)?,
             };
             let token = shutdown.clone();
             tasks.push(Box::pin(async move {
@@ -108,20 +161,42 @@ pub async fn serve(config: Config, role: ServingRole) -> anyhow::Result<()> {
             }));
         }
     }
-    let admin = bind("admin HTTP", config.admin.listen).await?;
-    let token = shutdown.clone();
-    tasks.push(Box::pin(async move {
-        cloudpop_telemetry::serve_admin(admin, readiness, token)
+    let admin_listener = bind("admin HTTP", config.admin.listen).await?;
+    let token = phases.admin.clone();
+    let admin = tokio::spawn(async move {
+        cloudpop_telemetry::serve_admin(admin_listener, readiness, registry, token)
             .await
             .context("admin HTTP")
-    }));
-    run_until_signal(tasks, shutdown, config.shutdown.grace_period).await
+    });
+    let result = run_until_signal(tasks, signals, &phases, &config.shutdown, &telemetry).await;
+    phases.admin.cancel();
+    // The admin server stops at once (no session depends on it); don't wait on a scrape.
+    let _ = tokio::time::timeout(Duration::from_millis(100), admin).await;
+    let budget = flush_budget(&telemetry, config.shutdown.grace_period);
+    telemetry.shutdown(budget).await;
+    result
 }
+
+/// Time kept at the end of the grace period to export the last spans.
+fn flush_budget(telemetry: &Telemetry, grace: Duration) -> Duration {
+    if telemetry.exports_traces() {
+        (grace / 5).min(Duration::from_secs(1))
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Time kept at the end of the grace period for the rest of the exit: closing the admin
+/// port (100 ms at most), the exporter's shutdown margin (100 ms) and stopping the runtime
+/// (100 ms in `main`), with room to spare.
+const EXIT_RESERVE: Duration = Duration::from_millis(500);
 
 async fn run_until_signal(
     tasks: Vec<Task>,
-    shutdown: CancellationToken,
-    grace: std::time::Duration,
+    mut signals: Signals,
+    phases: &Phases,
+    shutdown: &crate::config::ShutdownSection,
+    telemetry: &Telemetry,
 ) -> anyhow::Result<()> {
     let mut running = JoinSet::new();
     for task in tasks {
@@ -129,10 +204,11 @@ async fn run_until_signal(
     }
     info!("cloudpop ready");
     tokio::select! {
-        () = wait_for_signal() => {}
+        () = signals.next() => {}
         Some(result) = running.join_next() => {
             // A listener ended on its own: that is a failure, and the process should exit.
-            shutdown.cancel();
+            phases.draining.cancel();
+            phases.stop.cancel();
             return match result {
                 Ok(Ok(())) => Err(anyhow::anyhow!("a listener stopped unexpectedly")),
                 Ok(Err(e)) => Err(e),
@@ -140,9 +216,30 @@ async fn run_until_signal(
             };
         }
     }
-    info!(grace_period = ?grace, "shutting down: draining sessions");
-    shutdown.cancel();
-    let drained = tokio::time::timeout(grace, async {
+    let grace = shutdown.grace_period;
+    let deadline = Instant::now() + grace;
+    let drain_deadline = deadline
+        .checked_sub(flush_budget(telemetry, grace) + EXIT_RESERVE)
+        .unwrap_or(deadline);
+    // Readiness first, so load balancers stop sending new connections before accept stops.
+    phases.draining.cancel();
+    info!(
+        grace_period = ?grace,
+        ready_delay = ?shutdown.ready_delay,
+        "shutting down: readiness fails now; listeners close after the ready delay"
+    );
+    if !shutdown.ready_delay.is_zero() {
+        tokio::select! {
+            () = tokio::time::sleep(shutdown.ready_delay) => {}
+            () = signals.next() => warn!("second signal: closing the listeners now"),
+        }
+    }
+    phases.stop.cancel();
+    info!(
+        sessions_may_take = ?drain_deadline.saturating_duration_since(Instant::now()),
+        "listeners closed; draining sessions"
+    );
+    let drained = async {
         while let Some(result) = running.join_next().await {
             match result {
                 Ok(Ok(())) => {}
@@ -150,10 +247,15 @@ async fn run_until_signal(
                 Err(e) => error!(error = %e, "listener task failed while draining"),
             }
         }
-    })
-    .await;
-    if drained.is_err() {
-        warn!("grace period over; closing the remaining sessions without UPDATE");
+    };
+    tokio::select! {
+        () = drained => info!("all sessions ended"),
+        () = tokio::time::sleep_until(drain_deadline) => {
+            warn!("grace period over; closing the remaining sessions without UPDATE");
+        }
+        () = signals.next() => {
+            warn!("second signal; closing the remaining sessions without UPDATE");
+        }
     }
     Ok(())
 }
@@ -168,18 +270,41 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, watched from start-up on (a signal before the first wait counts).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn watch() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let watch = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                warn!(error = %e, "cannot watch {name}");
+                None
+            }
+        };
+        Self {
+            term: watch(SignalKind::terminate(), "SIGTERM"),
+            int: watch(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    /// Waits for the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(e) => {
-            warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the server");
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            () = one(&mut self.term) => {}
+            () = one(&mut self.int) => {}
         }
     }
 }

@@ -6,6 +6,9 @@
 //! gets its own reply, `250` only once the store has acknowledged the message. Line endings
 //! are normalised to CRLF and `Return-Path:` and `Received:` header fields are added.
 //!
+//! Every session ends with one log line (outcome, duration, counts, bytes) and every
+//! recipient's delivery with one more; [`LmtpMetrics`] counts the same events.
+//!
 //! Layers: [`codec`] (bytes ↔ commands, message data and replies; no I/O), [`session`]
 //! (the state machine; handlers return replies), [`server`] (the accept loop and one task
 //! per connection), [`config`].
@@ -26,11 +29,13 @@ use cloudpop_maildrop::MessageStore;
 pub mod codec;
 pub mod config;
 mod date;
+mod metrics;
 pub mod server;
 pub mod session;
 mod trace_fields;
 
 pub use config::{ConfigError, LmtpConfig};
+pub use metrics::LmtpMetrics;
 pub use server::run;
 
 /// What the endpoint needs: who the recipients are, where messages go, and its settings.
@@ -41,4 +46,6 @@ pub struct LmtpDeps {
     /// Stores each message durably before it is acknowledged.
     pub store: Arc<dyn MessageStore>,
     pub config: LmtpConfig,
+    /// Where sessions, recipients and deliveries are counted.
+    pub metrics: LmtpMetrics,
 }

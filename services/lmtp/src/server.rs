@@ -22,6 +22,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -79,14 +80,22 @@ pub async fn run(
             }
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            deps.metrics.connections_refused.inc();
             refuse(&stream, peer, &deps.config.hostname);
             continue;
         };
+        let open = OpenConnection::new(&deps);
         let connection = Connection::new(stream, peer, Arc::clone(&deps), shutdown.clone());
-        let span = info_span!("lmtp_session", id = %connection.session.id(), %peer);
+        let span = info_span!(
+            "lmtp_session",
+            otel.kind = "server",
+            id = %connection.session.id(),
+            %peer,
+        );
         tracker.spawn(
             async move {
                 connection.serve().await;
+                drop(open);
                 drop(permit);
             }
             .instrument(span),
@@ -114,6 +123,23 @@ fn refuse(stream: &TcpStream, peer: SocketAddr, hostname: &str) {
         debug!(%peer, %error, "could not send the too-many-connections reply");
     }
     warn!(%peer, "LMTP connection refused: too many connections");
+}
+
+/// Keeps `cloudpop_lmtp_connections_active` raised while a connection is served (also
+/// when its task is cancelled).
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn new(deps: &LmtpDeps) -> Self {
+        deps.metrics.connections_active.inc();
+        Self(deps.metrics.connections_active.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 enum Read {
@@ -155,13 +181,35 @@ impl Connection {
 
     /// Runs the conversation and logs its one end-of-session line.
     async fn serve(mut self) {
+        let started = Instant::now();
         if let Err(error) = self.stream.set_nodelay(true) {
             debug!(%error, "could not set TCP_NODELAY");
         }
-        match self.converse().await {
-            Ok(outcome) => info!(outcome, "LMTP session ended"),
-            Err(error) => info!(outcome = "error", %error, "LMTP session ended"),
-        }
+        let result = self.converse().await;
+        let outcome = match &result {
+            Ok(outcome) => outcome,
+            Err(ConnectionError::IdleTimeout) => "idle_timeout",
+            Err(ConnectionError::ClosedDuringData) => "closed_during_data",
+            Err(ConnectionError::Io(_)) => "io_error",
+        };
+        self.deps
+            .metrics
+            .sessions
+            .with_label_values(&[outcome])
+            .inc();
+        let error = result.err().map(|e| e.to_string());
+        let stats = self.session.stats();
+        info!(
+            outcome,
+            error = error.as_deref(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            commands = stats.commands,
+            messages = stats.messages,
+            delivered = stats.delivered,
+            failed = stats.failed,
+            bytes_received = stats.bytes_received,
+            "LMTP session ended"
+        );
     }
 
     async fn converse(&mut self) -> Result<&'static str, ConnectionError> {
@@ -186,10 +234,10 @@ impl Connection {
                     }
                 }
             };
-            if let Ok(command) = &command {
-                debug!(command = command.name(), "command");
-            }
-            let step = self.session.handle(command).await;
+            let name = command.as_ref().map_or("invalid", |c| c.name());
+            debug!(command = name, "command");
+            let span = info_span!("lmtp_command", otel.name = name, command = name);
+            let step = self.session.handle(command).instrument(span).await;
             step.reply.encode(&mut self.output);
             match step.next {
                 Next::Continue => {}
@@ -220,7 +268,13 @@ impl Connection {
                 }
             }
         };
-        for reply in self.session.finish_data(message, end).await {
+        let span = info_span!("lmtp_delivery", otel.name = "deliver", size = end.size);
+        for reply in self
+            .session
+            .finish_data(message, end)
+            .instrument(span)
+            .await
+        {
             reply.encode(&mut self.output);
         }
         Ok(())

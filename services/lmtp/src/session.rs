@@ -227,6 +227,21 @@ impl State {
     }
 }
 
+/// Counters for the session-end log line.
+#[derive(Debug, Clone, Default)]
+pub struct SessionStats {
+    /// Command lines answered (DATA's message not included).
+    pub commands: u64,
+    /// Messages received (DATA completed).
+    pub messages: u64,
+    /// Recipients whose copy was stored (250 after DATA).
+    pub delivered: u64,
+    /// Recipients refused after DATA (storage failure, too large).
+    pub failed: u64,
+    /// Message bytes received in DATA.
+    pub bytes_received: u64,
+}
+
 /// One LMTP conversation.
 #[derive(Debug)]
 pub struct Session {
@@ -234,6 +249,7 @@ pub struct Session {
     peer: SocketAddr,
     id: String,
     state: State,
+    stats: SessionStats,
 }
 
 impl Session {
@@ -244,7 +260,13 @@ impl Session {
             peer,
             id: new_session_id(),
             state: State::Connected,
+            stats: SessionStats::default(),
         }
+    }
+
+    /// What the session did so far.
+    pub fn stats(&self) -> &SessionStats {
+        &self.stats
     }
 
     /// The session id, as written in `Received:` and in logs.
@@ -266,6 +288,7 @@ impl Session {
 
     /// Answers one decoded command (or the codec's error for its line).
     pub async fn handle(&mut self, command: Result<Command, CodecError>) -> Step {
+        self.stats.commands += 1;
         let result = match command {
             Ok(command) => {
                 let state = std::mem::replace(&mut self.state, State::Closed);
@@ -367,7 +390,9 @@ impl Session {
             other => return (other, Err(SessionError::BadSequence("send MAIL first"))),
         };
         // RFC 5321 §4.5.3.1.10: over the recipient limit, 452 and the client retries later.
+        let recipients = &self.deps.metrics.recipients;
         if envelope.recipients.len() >= self.config().max_recipients {
+            recipients.with_label_values(&["too_many"]).inc();
             return (
                 State::Mail { client, envelope },
                 Err(SessionError::TooManyRecipients),
@@ -376,6 +401,12 @@ impl Session {
         let started = Instant::now();
         let found = self.deps.authenticator.lookup_recipient(to.as_str()).await;
         debug!(rcpt = %to, elapsed_ms = started.elapsed().as_millis() as u64, "recipient lookup");
+        let outcome = match &found {
+            Ok(Some(_)) => "accepted",
+            Ok(None) => "unknown",
+            Err(_) => "lookup_failed",
+        };
+        recipients.with_label_values(&[outcome]).inc();
         let result = match found {
             Ok(Some(principal)) => {
                 let reply = Reply::new(250, status(2, 1, 5), format!("<{to}> recipient OK"));
@@ -452,7 +483,17 @@ impl Session {
         };
         // RFC 5321 §4.1.1.4: the end of data ends the transaction, whatever its outcome.
         self.state = State::Ready { client };
+        self.stats.messages += 1;
+        self.stats.bytes_received += end.size;
+        let metrics = &self.deps.metrics;
+        metrics.received_bytes.inc_by(end.size);
         if end.too_large {
+            let refused = envelope.recipients.len() as u64;
+            self.stats.failed += refused;
+            metrics
+                .deliveries
+                .with_label_values(&["too_large"])
+                .inc_by(refused);
             return envelope
                 .recipients
                 .iter()
@@ -477,7 +518,20 @@ impl Session {
                     (outcome, false)
                 }
             };
+            let delivered = outcome.is_ok();
             replies.push(self.delivery_reply(rcpt, &message, outcome, duplicate));
+            let label = if delivered {
+                self.stats.delivered += 1;
+                "delivered"
+            } else {
+                self.stats.failed += 1;
+                "storage_failed"
+            };
+            self.deps
+                .metrics
+                .deliveries
+                .with_label_values(&[label])
+                .inc();
         }
         replies
     }

@@ -4,9 +4,12 @@
 //! implementation must pass:
 //!
 //! - [`MessageStore`]: immutable message blobs keyed by `{tenant}/{mailbox}/{uid}`.
-//!   Implemented here by [`FsStore`] (files, fsync + hard link); S3 comes later.
+//!   Implemented here by [`FsStore`] (files, fsync + hard link) and [`S3Store`].
 //! - [`MaildropLock`]: a lease per maildrop with renewal and release, so that one maildrop is
-//!   served by at most one session. Implemented here by [`InProcessLock`]; Redis comes later.
+//!   served by at most one session. Implemented here by [`InProcessLock`] and [`RedisLock`].
+//!
+//! [`InstrumentedStore`] and [`InstrumentedLock`] wrap either seam to measure it (Prometheus
+//! histograms and counters in [`StorageMetrics`]) and trace it (one span per call).
 //!
 //! Keys are built only from the validated id types in [`ids`], never from client input.
 //! This crate does not know about POP3 or LMTP.
@@ -15,6 +18,7 @@ pub mod contract;
 mod fs_store;
 pub mod ids;
 mod in_process_lock;
+mod instrumented;
 mod lock;
 mod redis_lock;
 mod s3_store;
@@ -24,6 +28,7 @@ mod uid_generator;
 pub use fs_store::FsStore;
 pub use ids::{IdError, MailboxId, MaildropKey, TenantId, UniqueId};
 pub use in_process_lock::InProcessLock;
+pub use instrumented::{InstrumentedLock, InstrumentedStore, StorageMetrics};
 pub use lock::{Lease, LockError, MaildropLock};
 pub use redis_lock::{RedisLock, RedisLockConfig};
 pub use s3_store::{S3Config, S3RequestCounts, S3Store};

@@ -62,6 +62,26 @@ pub trait MaildropLock: Send + Sync + std::fmt::Debug {
     async fn release(&self, lease: &Lease) -> Result<bool, LockError>;
 }
 
+/// A shared lock is a lock (so decorators and readiness probes can hold an `Arc`).
+#[async_trait]
+impl<T: MaildropLock + ?Sized> MaildropLock for std::sync::Arc<T> {
+    async fn acquire(&self, key: &MaildropKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
+        (**self).acquire(key, ttl).await
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<bool, LockError> {
+        (**self).renew(lease).await
+    }
+
+    async fn check(&self, lease: &Lease) -> Result<bool, LockError> {
+        (**self).check(lease).await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
+        (**self).release(lease).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,3 +79,27 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// Checks that the backend is reachable (for readiness probes).
     async fn check(&self) -> Result<(), StoreError>;
 }
+
+/// A shared store is a store (so decorators and callers can hold an `Arc`).
+#[async_trait]
+impl<T: MessageStore + ?Sized> MessageStore for std::sync::Arc<T> {
+    async fn put(&self, drop: &MaildropKey, message: Bytes) -> Result<UniqueId, StoreError> {
+        (**self).put(drop, message).await
+    }
+
+    async fn list(&self, drop: &MaildropKey) -> Result<Vec<MessageEntry>, StoreError> {
+        (**self).list(drop).await
+    }
+
+    async fn open(&self, drop: &MaildropKey, uid: &UniqueId) -> Result<MessageReader, StoreError> {
+        (**self).open(drop, uid).await
+    }
+
+    async fn delete(&self, drop: &MaildropKey, uids: &[UniqueId]) -> DeleteOutcome {
+        (**self).delete(drop, uids).await
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        (**self).check().await
+    }
+}

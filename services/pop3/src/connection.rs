@@ -5,27 +5,33 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::codec::Decoder;
+use crate::codec::{Command, Decoder, ProtocolError, SaslResponse};
+use crate::metrics::Raised;
 use crate::proxy_protocol::{self, Sniff};
 use crate::reply::{BodyLimit, Reply, RespCode, Response};
 use crate::server::{Pop3Deps, SLOT_TTL};
-use crate::session::{ConnectionInfo, Session};
+use crate::session::{ConnectionInfo, Session, SessionStats};
 use crate::stuffing::DotStuffer;
 use cloudpop_limits::ConnectionSlot;
 
-/// How a session ended, for the session-end log line.
+/// How a session ended, for the session-end log line and `cloudpop_pop3_sessions_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The server closed after answering (QUIT, too many failures).
+    /// QUIT was answered (in TRANSACTION: after UPDATE), and the connection closed.
     Closed,
+    /// The server closed after too many failed logins or invalid commands.
+    TooManyErrors,
     /// The client went away without QUIT.
     Dropped,
     IdleTimeout,
+    /// `login_timeout` passed before a successful login (slowloris guard).
+    LoginTimeout,
     WriteTimeout,
     Shutdown,
     LockLost,
@@ -40,11 +46,13 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Closed => "closed",
+            Outcome::TooManyErrors => "too_many_errors",
             Outcome::Dropped => "dropped",
             Outcome::IdleTimeout => "idle_timeout",
+            Outcome::LoginTimeout => "login_timeout",
             Outcome::WriteTimeout => "write_timeout",
             Outcome::Shutdown => "shutdown",
             Outcome::LockLost => "lock_lost",
@@ -73,11 +81,42 @@ impl From<WriteError> for Outcome {
     }
 }
 
+/// One line the client sent, decoded.
+enum Input {
+    Command(Command),
+    Sasl(Result<SaslResponse, ProtocolError>),
+    Invalid(ProtocolError),
+}
+
+impl Input {
+    /// The `command` label and span name: bounded, never client text.
+    fn name(&self) -> &'static str {
+        match self {
+            Input::Command(command) => command.name(),
+            Input::Sasl(_) => "SASL",
+            Input::Invalid(_) => "invalid",
+        }
+    }
+}
+
+/// What handling one input did.
+struct Step {
+    ok: bool,
+    close: bool,
+    start_tls: bool,
+    written: Result<(), WriteError>,
+}
+
 struct Connection<S> {
     stream: S,
     deps: Arc<Pop3Deps>,
     out: BytesMut,
     bytes_sent: u64,
+    /// `cloudpop_pop3_sent_bytes_total` of this connection's listener.
+    sent_counter: IntCounter,
+    /// Raises `cloudpop_pop3_sessions_active` while the session is logged in.
+    logged_in: Option<Raised>,
+    listener: &'static str,
     next_renewal: Option<Instant>,
     /// This connection's slot in the per-address cap, refreshed with the lock.
     slot: Option<ConnectionSlot>,
@@ -86,7 +125,8 @@ struct Connection<S> {
     login_deadline: Instant,
 }
 
-/// Serves one POP3 connection to its end: greeting, commands, STLS, and the session-end log.
+/// Serves one POP3 connection to its end: greeting, commands, STLS, and the session-end
+/// log line and metrics.
 pub(crate) async fn serve<S>(
     stream: S,
     deps: Arc<Pop3Deps>,
@@ -97,9 +137,16 @@ pub(crate) async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
+    let listener = listener_of(&info);
     let mut session = Session::new(deps.clone(), info);
     let login_deadline = started + deps.config.login_timeout;
-    let mut conn = Connection::new(stream, deps.clone(), slot.cloned(), login_deadline);
+    let mut conn = Connection::new(
+        stream,
+        deps.clone(),
+        slot.cloned(),
+        login_deadline,
+        listener,
+    );
     session.greeting().encode(&mut conn.out);
     let mut outcome = conn.run(&mut session, &shutdown).await;
     let mut bytes_sent = conn.bytes_sent;
@@ -107,11 +154,26 @@ pub(crate) async fn serve<S>(
         outcome = Outcome::TlsFailed;
         if let Some(tls) = &deps.tls {
             let handshake = tls.acceptor().accept(conn.stream);
-            match timeout(deps.config.idle_timeout_authorization, handshake).await {
+            let handshake = timeout(deps.config.idle_timeout_authorization, handshake).await;
+            let tls_outcome = match &handshake {
+                Ok(Ok(_)) => "ok",
+                Ok(Err(_)) => "failed",
+                Err(_) => "timeout",
+            };
+            deps.metrics
+                .tls_handshakes
+                .with_label_values(&["stls", tls_outcome])
+                .inc();
+            match handshake {
                 Ok(Ok(stream)) => {
                     session.tls_started();
-                    let mut conn =
-                        Connection::new(stream, deps.clone(), slot.cloned(), login_deadline);
+                    let mut conn = Connection::new(
+                        stream,
+                        deps.clone(),
+                        slot.cloned(),
+                        login_deadline,
+                        listener,
+                    );
                     outcome = conn.run(&mut session, &shutdown).await;
                     bytes_sent += conn.bytes_sent;
                 }
@@ -123,16 +185,58 @@ pub(crate) async fn serve<S>(
     // Anything but QUIT ends without UPDATE: nothing is deleted (RFC 1939 §6).
     session.abandon().await;
     let stats = session.stats();
+    if outcome == Outcome::Closed && !stats.quit {
+        outcome = Outcome::TooManyErrors;
+    }
+    session_ended(
+        &deps,
+        &SessionEnd {
+            outcome,
+            started,
+            stats,
+            bytes_sent,
+            tls: session.is_tls(),
+            listener,
+        },
+    );
+}
+
+/// `plain` or `tls`: the listener a connection came in on (STLS does not change it).
+pub(crate) fn listener_of(info: &ConnectionInfo) -> &'static str {
+    if info.tls { "tls" } else { "plain" }
+}
+
+/// What the session-end line reports.
+pub(crate) struct SessionEnd<'a> {
+    pub(crate) outcome: Outcome,
+    pub(crate) started: Instant,
+    pub(crate) stats: &'a SessionStats,
+    pub(crate) bytes_sent: u64,
+    pub(crate) tls: bool,
+    pub(crate) listener: &'static str,
+}
+
+/// The one log line and the metrics of a session's end.
+pub(crate) fn session_ended(deps: &Pop3Deps, end: &SessionEnd<'_>) {
+    let duration = end.started.elapsed();
+    let metrics = &deps.metrics;
+    metrics
+        .sessions
+        .with_label_values(&[end.outcome.as_str()])
+        .inc();
+    metrics.session_duration.observe(duration.as_secs_f64());
+    let stats = end.stats;
     info!(
-        outcome = outcome.as_str(),
+        outcome = end.outcome.as_str(),
         login = stats.login.as_deref().unwrap_or("-"),
-        duration_ms = started.elapsed().as_millis() as u64,
+        duration_ms = duration.as_millis() as u64,
         commands = stats.commands,
         retrieved = stats.retrieved,
         deleted = stats.deleted,
         auth_failures = stats.auth_failures,
-        bytes_sent,
-        tls = session.is_tls(),
+        bytes_sent = end.bytes_sent,
+        tls = end.tls,
+        listener = end.listener,
         "pop3 session ended"
     );
 }
@@ -143,12 +247,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         deps: Arc<Pop3Deps>,
         slot: Option<ConnectionSlot>,
         login_deadline: Instant,
+        listener: &'static str,
     ) -> Self {
+        let sent_counter = deps.metrics.sent_bytes.with_label_values(&[listener]);
         Self {
             stream,
             deps,
             out: BytesMut::new(),
             bytes_sent: 0,
+            sent_counter,
+            logged_in: None,
+            listener,
             next_renewal: None,
             slot,
             next_slot_refresh: Instant::now() + SLOT_TTL / 3,
@@ -207,28 +316,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             )
                             .await;
                     }
-                    let reply = if session.awaiting_sasl() {
-                        match decoder.decode_sasl(&mut input) {
-                            Ok(None) => break,
-                            Ok(Some(response)) => session.handle_sasl(Ok(response)).await,
-                            Err(error) => session.handle_sasl(Err(error)).await,
-                        }
+                    let next = if session.awaiting_sasl() {
+                        decoder.decode_sasl(&mut input).transpose().map(Input::Sasl)
                     } else {
                         match decoder.decode(&mut input) {
-                            Ok(Some(command)) => session.handle(command).await,
-                            Ok(None) => break,
-                            Err(error) => session.on_protocol_error(&error),
+                            Ok(command) => command.map(Input::Command),
+                            Err(error) => Some(Input::Invalid(error)),
                         }
                     };
-                    if session.is_logged_in() && self.next_renewal.is_none() {
-                        self.next_renewal = Some(Instant::now() + self.renew_every());
-                    }
-                    let close = matches!(reply, Reply::Close(_));
-                    let start_tls = matches!(reply, Reply::StartTls(_));
-                    if let Err(e) = self.write_reply(reply, session).await {
+                    let Some(next) = next else { break };
+                    let step = self.answer(next, session).await;
+                    if let Err(e) = step.written {
                         return e.into();
                     }
-                    if start_tls {
+                    if step.start_tls {
                         // RFC 2595 §4 / RFC 3207 §6: bytes the client sent after STLS, before
                         // the handshake, are discarded, never executed (command injection).
                         input.clear();
@@ -237,7 +338,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             Err(e) => e.into(),
                         };
                     }
-                    if close {
+                    if step.close {
                         return match self.flush().await {
                             Ok(()) => Outcome::Closed,
                             Err(e) => e.into(),
@@ -270,7 +371,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 () = sleep_until(slot_refresh) => self.refresh_slots(session).await,
                 // Slowloris: however active, a client gets `login_timeout` to log in.
                 () = sleep_until(login_deadline), if !logged_in => {
-                    return self.say_goodbye(Response::err("login took too long"), Outcome::IdleTimeout).await;
+                    return self.say_goodbye(Response::err("login took too long"), Outcome::LoginTimeout).await;
                 }
                 read = timeout(idle, self.stream.read_buf(&mut input)) => match read {
                     Err(_) => return self.say_goodbye(Response::err("idle timeout; no messages were deleted"), Outcome::IdleTimeout).await,
@@ -279,6 +380,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 },
             }
         }
+    }
+
+    /// Handles one input and writes its answer, in a span of its own (a child of the
+    /// session's), timed and counted by command.
+    async fn answer(&mut self, input: Input, session: &mut Session) -> Step {
+        let name = input.name();
+        let span = info_span!(
+            "pop3_command",
+            otel.name = name,
+            command = name,
+            outcome = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let step = async {
+            let reply = match input {
+                Input::Command(command) => session.handle(command).await,
+                Input::Sasl(response) => session.handle_sasl(response).await,
+                Input::Invalid(error) => session.on_protocol_error(&error),
+            };
+            if session.is_logged_in() && self.next_renewal.is_none() {
+                self.next_renewal = Some(Instant::now() + self.renew_every());
+            }
+            if session.is_logged_in() && self.logged_in.is_none() {
+                let gauge = self
+                    .deps
+                    .metrics
+                    .sessions_active
+                    .with_label_values(&[self.listener]);
+                self.logged_in = Some(Raised::new(gauge));
+            }
+            let ok = reply.is_ok();
+            tracing::Span::current().record("outcome", if ok { "ok" } else { "err" });
+            let close = matches!(reply, Reply::Close(_));
+            let start_tls = matches!(reply, Reply::StartTls(_));
+            let written = self.write_reply(reply, session).await;
+            Step {
+                ok,
+                close,
+                start_tls,
+                written,
+            }
+        }
+        .instrument(span)
+        .await;
+        let metrics = &self.deps.metrics;
+        let outcome = if step.ok { "ok" } else { "err" };
+        metrics.commands.with_label_values(&[name, outcome]).inc();
+        metrics
+            .command_duration
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        step
     }
 
     fn renew_every(&self) -> Duration {
@@ -377,6 +530,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         match timeout(self.deps.config.write_timeout, write).await {
             Ok(Ok(())) => {
                 self.bytes_sent += self.out.len() as u64;
+                self.sent_counter.inc_by(self.out.len() as u64);
                 self.out.clear();
                 Ok(())
             }

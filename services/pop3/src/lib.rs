@@ -8,6 +8,9 @@
 //! - [`connection`] and [`server`]: the read → decode → handle → encode → write loop, the
 //!   listener, timeouts and the connection cap.
 //! - [`tls`]: certificates, SNI selection and hot reload for STLS and implicit TLS.
+//! - [`Pop3Metrics`]: the Prometheus families the listener, connections and sessions
+//!   update; passed in with the other dependencies. Each session runs in a `pop3_session`
+//!   span with one `pop3_command` child span per command.
 //!
 //! This crate does not check credentials (it asks an [`cloudpop_auth::Authenticator`]) and does
 //! not know where messages live (it asks a [`cloudpop_maildrop::MessageStore`]).
@@ -16,6 +19,7 @@ pub mod capabilities;
 pub mod codec;
 mod config;
 mod connection;
+mod metrics;
 pub mod proxy_protocol;
 pub mod reply;
 pub mod sasl;
@@ -26,5 +30,6 @@ pub mod tls;
 
 pub use codec::{Command, Decoder, MessageNumber, ProtocolError};
 pub use config::{ExpirePolicy, Pop3Config};
+pub use metrics::Pop3Metrics;
 pub use reply::{Reply, RespCode, Response};
 pub use server::{Pop3Deps, Pop3Listeners, run};

@@ -16,9 +16,10 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::config::Pop3Config;
-use crate::connection;
+use crate::connection::{self, Outcome, SessionEnd};
+use crate::metrics::{Pop3Metrics, Raised};
 use crate::proxy_protocol::{self, Expectation};
-use crate::session::ConnectionInfo;
+use crate::session::{ConnectionInfo, SessionStats};
 use crate::tls::TlsTerminator;
 
 /// What a POP3 front-end needs; injected so tests and roles choose the implementations.
@@ -32,6 +33,8 @@ pub struct Pop3Deps {
     pub tls: Option<TlsTerminator>,
     /// Connection and session caps, login penalties and LOGIN-DELAY, shared across pods.
     pub limits: Arc<dyn Limits>,
+    /// Where sessions, commands, logins, bytes and TLS handshakes are counted.
+    pub metrics: Pop3Metrics,
 }
 
 /// How long a connection or session slot lives without being refreshed; the connection
@@ -49,8 +52,10 @@ pub struct Pop3Listeners {
 
 /// Serves POP3 until `shutdown` is cancelled, then waits for sessions to end.
 ///
-/// On shutdown the listeners close at once; each session finishes the response it is
-/// sending, says `-ERR [SYS/TEMP]` and closes without UPDATE.
+/// On shutdown the listeners close at once (new connections are refused); each session
+/// finishes the response it is sending, says `-ERR [SYS/TEMP]` and closes without UPDATE,
+/// so a session that did not QUIT deletes nothing. A deadline for the drain is the
+/// caller's.
 pub async fn run(
     listeners: Pop3Listeners,
     deps: Arc<Pop3Deps>,
@@ -103,17 +108,34 @@ impl Acceptor {
                 },
             };
             let _ = stream.set_nodelay(true);
+            let metrics = &self.deps.metrics;
+            let listener = if implicit_tls { "tls" } else { "plain" };
+            metrics.connections.with_label_values(&[listener]).inc();
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                metrics
+                    .connections_refused
+                    .with_label_values(&["max_connections"])
+                    .inc();
                 self.sessions
                     .spawn(refuse(stream, "too many connections, try again later"));
                 continue;
             };
+            let open = Raised::new(metrics.connection_gauge(listener));
             let deps = self.deps.clone();
             let shutdown = self.shutdown.clone();
-            let span = info_span!("pop3_session", peer = %peer, client = tracing::field::Empty, tls = implicit_tls);
+            // The session's span: every command, store, lock and auth call is a child of it.
+            let span = info_span!(
+                "pop3_session",
+                otel.kind = "server",
+                peer = %peer,
+                client = tracing::field::Empty,
+                tls = implicit_tls,
+                listener,
+            );
             self.sessions.spawn(
                 async move {
                     start(stream, peer, implicit_tls, deps, shutdown).await;
+                    drop(open);
                     drop(permit);
                 }
                 .instrument(span),
@@ -154,6 +176,10 @@ async fn start(
                     }
                     Err(e) => {
                         warn!(error = %e, "connection from a trusted proxy refused");
+                        deps.metrics
+                            .connections_refused
+                            .with_label_values(&["proxy_header"])
+                            .inc();
                         return;
                     }
                 }
@@ -174,6 +200,10 @@ async fn start(
         Ok(Some(slot)) => Some(slot),
         Ok(None) => {
             debug!("connection refused: too many connections from this address");
+            deps.metrics
+                .connections_refused
+                .with_label_values(&["max_connections_per_ip"])
+                .inc();
             refuse(stream, "too many connections from your address").await;
             return;
         }
@@ -207,16 +237,41 @@ async fn serve_stream(
     let Some(tls) = deps.tls.clone() else {
         return;
     };
-    match tokio::time::timeout(
+    let started = tokio::time::Instant::now();
+    let handshake = tokio::time::timeout(
         config.idle_timeout_authorization,
         tls.acceptor().accept(stream),
     )
-    .await
-    {
-        Ok(Ok(stream)) => connection::serve(stream, deps, info, shutdown, slot).await,
+    .await;
+    let outcome = match &handshake {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "failed",
+        Err(_) => "timeout",
+    };
+    deps.metrics
+        .tls_handshakes
+        .with_label_values(&["implicit", outcome])
+        .inc();
+    match handshake {
+        Ok(Ok(stream)) => {
+            connection::serve(stream, deps, info, shutdown, slot).await;
+            return;
+        }
         Ok(Err(e)) => debug!(error = %e, "implicit TLS handshake failed"),
         Err(_) => debug!("implicit TLS handshake timed out"),
     }
+    // A connection that never got to the greeting still ends with one session line.
+    connection::session_ended(
+        &deps,
+        &SessionEnd {
+            outcome: Outcome::TlsFailed,
+            started,
+            stats: &SessionStats::default(),
+            bytes_sent: 0,
+            tls: false,
+            listener: "tls",
+        },
+    );
 }
 
 async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, why: &str) {

@@ -40,6 +40,8 @@ pub struct SessionStats {
     pub retrieved: u64,
     pub deleted: u64,
     pub auth_failures: u32,
+    /// Whether the client sent QUIT (the only way a session deletes anything).
+    pub quit: bool,
 }
 
 /// One POP3 session.
@@ -212,6 +214,7 @@ impl Session {
     pub async fn handle(&mut self, command: Command) -> Reply {
         self.bad_commands = 0;
         self.stats.commands += 1;
+        self.stats.quit |= matches!(command, Command::Quit);
         let name = command.name();
         if let Command::Capa = command {
             return self.capa();
@@ -440,6 +443,7 @@ impl Session {
         // Failures are counted by the login as typed, bounded, so that guessing at one
         // account is slowed down whatever the spelling.
         let failure_key: String = login.to_ascii_lowercase().chars().take(256).collect();
+        let mechanism = credential.mechanism();
         let request = AuthRequest {
             login,
             credential,
@@ -447,7 +451,17 @@ impl Session {
             local_addr: self.info.local_addr,
             tls: self.info.tls,
         };
-        let principal = match self.deps.authenticator.authenticate(request).await {
+        let checked = self.deps.authenticator.authenticate(request).await;
+        let outcome = match &checked {
+            Ok(_) => "success",
+            Err(failure) => failure.kind(),
+        };
+        self.deps
+            .metrics
+            .auth_attempts
+            .with_label_values(&[mechanism, outcome])
+            .inc();
+        let principal = match checked {
             Ok(principal) => principal,
             Err(failure) => return self.login_failed(auth, failure, &failure_key).await,
         };
@@ -709,6 +723,7 @@ impl Session {
             Ok(body) => {
                 if limit == BodyLimit::Whole {
                     self.stats.retrieved += 1;
+                    self.deps.metrics.retrieved.inc();
                 }
                 let status = match limit {
                     BodyLimit::Whole => Response::ok(format!("{} octets", entry.size)),
@@ -753,6 +768,7 @@ impl Session {
         self.release(&txn.lease).await;
         self.close_session_slot(txn.slot.as_ref()).await;
         self.stats.deleted = outcome.deleted.len() as u64;
+        self.deps.metrics.deleted.inc_by(self.stats.deleted);
         let left = txn.messages.len() - outcome.deleted.len();
         if outcome.failed.is_empty() {
             Reply::Close(Response::ok(format!(

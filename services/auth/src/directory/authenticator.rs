@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::password::PasswordDigest;
 use super::reload::{Fingerprint, Watch};
+use super::reload_metrics::ReloadMetrics;
 use super::{
     Directory, DirectoryError, Tenant, User, UserId, apop, cram, file, jwks_files, read_jwks_files,
 };
@@ -63,6 +64,8 @@ struct Inner {
     current: RwLock<Arc<Snapshot>>,
     /// Held for the whole of a reload, so concurrent reloads do not interleave.
     watch: Mutex<Watch>,
+    /// Where reloads after the first load are counted, once set.
+    reload_metrics: OnceLock<ReloadMetrics>,
     /// Last successful login per user, for the login delay.
     last_login: Mutex<HashMap<UserId, Instant>>,
     /// Bounds concurrent argon2 checks.
@@ -113,6 +116,7 @@ impl DirectoryAuthenticator {
             path: path.into(),
             current: RwLock::new(Snapshot::new(Directory::new())),
             watch: Mutex::new(Watch::default()),
+            reload_metrics: OnceLock::new(),
             last_login: Mutex::new(HashMap::new()),
             hashing: Arc::new(Semaphore::new(permits)),
         };
@@ -141,6 +145,12 @@ impl DirectoryAuthenticator {
     /// call it off the async runtime.
     pub fn reload_if_changed(&self) -> Result<bool, DirectoryError> {
         self.inner.reload_if_changed()
+    }
+
+    /// Counts every later reload (by the reloader task or after an admin edit) into
+    /// `metrics`. Only the first call has an effect.
+    pub fn count_reloads(&self, metrics: ReloadMetrics) {
+        let _ = self.inner.reload_metrics.set(metrics);
     }
 
     /// Spawns a task that calls [`reload_if_changed`](Self::reload_if_changed) every
@@ -269,6 +279,18 @@ impl Inner {
     }
 
     fn reload_if_changed(&self) -> Result<bool, DirectoryError> {
+        let result = self.load_if_changed();
+        if let Some(metrics) = self.reload_metrics.get() {
+            match &result {
+                Ok(true) => metrics.success.inc(),
+                Ok(false) => {}
+                Err(_) => metrics.failure.inc(),
+            }
+        }
+        result
+    }
+
+    fn load_if_changed(&self) -> Result<bool, DirectoryError> {
         let mut watch = lock(&self.watch);
         let fingerprint = Fingerprint::of(&self.path).map_err(|source| DirectoryError::Read {
             path: self.path.clone(),

@@ -49,6 +49,7 @@ mod file;
 mod jwt;
 mod password;
 mod reload;
+mod reload_metrics;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -68,6 +69,7 @@ use jwt::TenantJwt;
 use password::{HashError, PasswordDigest};
 
 pub use authenticator::DirectoryAuthenticator;
+pub use reload_metrics::ReloadMetrics;
 
 /// Why the directory could not be read, validated, changed or written.
 ///

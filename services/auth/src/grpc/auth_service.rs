@@ -4,14 +4,19 @@
 //! non-OK status means the check did not happen (malformed request), and the front-end
 //! answers `[SYS/TEMP]`. This layer adds no policy of its own: it translates and delegates.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use cloudpop_proto::auth::v1 as pb;
 use cloudpop_proto::auth::v1::auth_service_server::AuthService;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::convert::{failure_to_proto, principal_to_proto};
+use super::metrics::{AuthServerMetrics, attempt_outcome, outcome};
+use super::trace_context;
 use crate::authenticator::{AuthRequest, Authenticator, BearerScheme, Credential};
 use crate::secret::Secret;
 
@@ -19,12 +24,52 @@ use crate::secret::Secret;
 #[derive(Debug, Clone)]
 pub(crate) struct AuthServiceImpl {
     authenticator: Arc<dyn Authenticator>,
+    metrics: Option<AuthServerMetrics>,
 }
 
 impl AuthServiceImpl {
-    pub(crate) fn new(authenticator: Arc<dyn Authenticator>) -> Self {
-        Self { authenticator }
+    pub(crate) fn new(
+        authenticator: Arc<dyn Authenticator>,
+        metrics: Option<AuthServerMetrics>,
+    ) -> Self {
+        Self {
+            authenticator,
+            metrics,
+        }
     }
+
+    /// Runs one call, timed into the metrics.
+    async fn timed<T>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let started = Instant::now();
+        let result = call.await;
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .duration
+                .with_label_values(&[method, outcome(&result)])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+}
+
+/// The server span of one call, continuing the caller's trace when it sent one.
+fn server_span<T>(request: &Request<T>, name: &'static str, method: &'static str) -> tracing::Span {
+    let span = tracing::info_span!(
+        "auth_rpc",
+        otel.name = name,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = "cloudpop.auth.v1.AuthService",
+        rpc.method = method,
+        mechanism = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    trace_context::continue_from(request.metadata(), &span);
+    span
 }
 
 /// Parses an optional `ip:port`; empty means unknown.
@@ -77,47 +122,77 @@ impl AuthService for AuthServiceImpl {
         &self,
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        let request = auth_request(request.into_inner())?;
-        let mechanism = request.credential.mechanism();
-        let result = match self.authenticator.authenticate(request).await {
-            Ok(principal) => {
-                pb::authenticate_response::Result::Principal(principal_to_proto(&principal))
+        let span = server_span(
+            &request,
+            "cloudpop.auth.v1.AuthService/Authenticate",
+            "Authenticate",
+        );
+        let call = async {
+            let request = auth_request(request.into_inner())?;
+            let mechanism = request.credential.mechanism();
+            let checked = self.authenticator.authenticate(request).await;
+            let outcome = attempt_outcome(&checked);
+            tracing::Span::current().record("mechanism", mechanism);
+            tracing::Span::current().record("outcome", outcome);
+            if let Some(metrics) = &self.metrics {
+                metrics
+                    .attempts
+                    .with_label_values(&[mechanism, outcome])
+                    .inc();
             }
-            Err(failure) => {
-                tracing::debug!(mechanism, %failure, "authentication refused");
-                pb::authenticate_response::Result::Failure(failure_to_proto(&failure))
-            }
+            let result = match checked {
+                Ok(principal) => {
+                    pb::authenticate_response::Result::Principal(principal_to_proto(&principal))
+                }
+                Err(failure) => {
+                    tracing::debug!(mechanism, %failure, "authentication refused");
+                    pb::authenticate_response::Result::Failure(failure_to_proto(&failure))
+                }
+            };
+            Ok(Response::new(pb::AuthenticateResponse {
+                result: Some(result),
+            }))
         };
-        Ok(Response::new(pb::AuthenticateResponse {
-            result: Some(result),
-        }))
+        self.timed("Authenticate", call).instrument(span).await
     }
 
     async fn lookup_recipient(
         &self,
         request: Request<pb::LookupRecipientRequest>,
     ) -> Result<Response<pb::LookupRecipientResponse>, Status> {
-        let address = request.into_inner().address;
-        let result = match self.authenticator.lookup_recipient(&address).await {
-            Ok(Some(principal)) => {
-                pb::lookup_recipient_response::Result::Principal(principal_to_proto(&principal))
-            }
-            Ok(None) => pb::lookup_recipient_response::Result::NotFound(pb::NotFound {}),
-            Err(error) => return Err(Status::unavailable(error.to_string())),
+        let span = server_span(
+            &request,
+            "cloudpop.auth.v1.AuthService/LookupRecipient",
+            "LookupRecipient",
+        );
+        let call = async {
+            let address = request.into_inner().address;
+            let result = match self.authenticator.lookup_recipient(&address).await {
+                Ok(Some(principal)) => {
+                    pb::lookup_recipient_response::Result::Principal(principal_to_proto(&principal))
+                }
+                Ok(None) => pb::lookup_recipient_response::Result::NotFound(pb::NotFound {}),
+                Err(error) => return Err(Status::unavailable(error.to_string())),
+            };
+            Ok(Response::new(pb::LookupRecipientResponse {
+                result: Some(result),
+            }))
         };
-        Ok(Response::new(pb::LookupRecipientResponse {
-            result: Some(result),
-        }))
+        self.timed("LookupRecipient", call).instrument(span).await
     }
 
     async fn capabilities(
         &self,
         _request: Request<pb::CapabilitiesRequest>,
     ) -> Result<Response<pb::CapabilitiesResponse>, Status> {
-        Ok(Response::new(pb::CapabilitiesResponse {
-            apop_offered: self.authenticator.apop_offered(),
-            cram_md5_offered: self.authenticator.cram_md5_offered(),
-        }))
+        // No span: front-ends ask every few seconds (readiness probes), see the client.
+        let call = async {
+            Ok(Response::new(pb::CapabilitiesResponse {
+                apop_offered: self.authenticator.apop_offered(),
+                cram_md5_offered: self.authenticator.cram_md5_offered(),
+            }))
+        };
+        self.timed("Capabilities", call).await
     }
 }
 

@@ -19,7 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
+use std::time::Instant;
+
+use tracing::Instrument;
+
 use super::convert::{failure_from_proto, principal_from_proto, safe_message};
+use super::metrics::{GrpcClientMetrics, outcome};
+use super::trace_context;
 use crate::authenticator::{
     AuthFailure, AuthRequest, Authenticator, BearerScheme, Credential, LookupError, Principal,
 };
@@ -110,12 +116,28 @@ struct Inner {
     max_attempts: u32,
     apop_offered: AtomicBool,
     cram_md5_offered: AtomicBool,
+    metrics: Option<GrpcClientMetrics>,
 }
 
 impl GrpcAuthenticator {
     /// Builds the client from `config`. Does not connect (see the type's docs). Needs a Tokio
     /// runtime: the connection's worker task is spawned on it.
     pub fn new(config: &GrpcClientConfig) -> Result<Self, GrpcClientError> {
+        Self::build(config, None)
+    }
+
+    /// Like [`new`](Self::new), and times every call into `metrics`.
+    pub fn instrumented(
+        config: &GrpcClientConfig,
+        metrics: GrpcClientMetrics,
+    ) -> Result<Self, GrpcClientError> {
+        Self::build(config, Some(metrics))
+    }
+
+    fn build(
+        config: &GrpcClientConfig,
+        metrics: Option<GrpcClientMetrics>,
+    ) -> Result<Self, GrpcClientError> {
         if config.timeout.is_zero() {
             return Err(GrpcClientError::ZeroTimeout);
         }
@@ -150,6 +172,7 @@ impl GrpcAuthenticator {
                 // Not offered until the server says so: a mechanism offered in vain fails
                 // every client that picks it.
                 cram_md5_offered: AtomicBool::new(false),
+                metrics,
             }),
         })
     }
@@ -196,6 +219,7 @@ impl Inner {
     async fn refresh_capabilities(&self) -> Result<bool, AuthFailure> {
         let response = self
             .call(
+                "Capabilities",
                 pb::CapabilitiesRequest {},
                 |mut client, request| async move { client.capabilities(request).await },
             )
@@ -208,8 +232,36 @@ impl Inner {
         Ok(response.apop_offered)
     }
 
-    /// Makes one call with the per-attempt timeout, retrying what is worth retrying.
-    async fn call<M, T, F, Fut>(&self, message: M, rpc: F) -> Result<T, Status>
+    /// Makes one call of `method`, timed into the metrics.
+    async fn call<M, T, F, Fut>(
+        &self,
+        method: &'static str,
+        message: M,
+        rpc: F,
+    ) -> Result<T, Status>
+    where
+        M: Clone,
+        F: Fn(AuthServiceClient<Channel>, Request<M>) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let result = self.attempts(method, message, rpc).await;
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .duration
+                .with_label_values(&[method, outcome(&result)])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// Makes the call with the per-attempt timeout, retrying what is worth retrying.
+    async fn attempts<M, T, F, Fut>(
+        &self,
+        method: &'static str,
+        message: M,
+        rpc: F,
+    ) -> Result<T, Status>
     where
         M: Clone,
         F: Fn(AuthServiceClient<Channel>, Request<M>) -> Fut,
@@ -220,6 +272,8 @@ impl Inner {
             let mut request = Request::new(message.clone());
             // Tells the server when to give up; the local timeout below also covers connecting.
             request.set_timeout(self.timeout);
+            // W3C trace context, so the auth service's spans join the caller's trace.
+            trace_context::inject_current(request.metadata_mut());
             let attempted = tokio::time::timeout(self.timeout, rpc(self.client.clone(), request));
             let status = match attempted.await {
                 Ok(Ok(response)) => return Ok(response.into_inner()),
@@ -231,6 +285,9 @@ impl Inner {
                 return Err(status);
             }
             tracing::debug!(attempt, code = ?status.code(), "auth service call failed; retrying");
+            if let Some(metrics) = &self.metrics {
+                metrics.retries.with_label_values(&[method]).inc();
+            }
             tokio::time::sleep(backoff(attempt)).await;
             attempt += 1;
         }
@@ -282,6 +339,25 @@ fn unavailable(status: &Status) -> String {
     )
 }
 
+/// The span of one call to the auth service (its attempts included). Capabilities calls
+/// (periodic, and from readiness probes) get none: they would each start a trace of their
+/// own and drown the sessions' traces.
+fn client_span(method: &'static str, mechanism: &'static str) -> tracing::Span {
+    let name = match method {
+        "Authenticate" => "cloudpop.auth.v1.AuthService/Authenticate",
+        _ => "cloudpop.auth.v1.AuthService/LookupRecipient",
+    };
+    tracing::info_span!(
+        "auth_call",
+        otel.name = name,
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.service = "cloudpop.auth.v1.AuthService",
+        rpc.method = method,
+        mechanism,
+    )
+}
+
 fn request_to_proto(request: AuthRequest) -> pb::AuthenticateRequest {
     let (mechanism, credential, challenge) = match request.credential {
         Credential::Password(password) => (
@@ -319,12 +395,15 @@ fn request_to_proto(request: AuthRequest) -> pb::AuthenticateRequest {
 impl Authenticator for GrpcAuthenticator {
     async fn authenticate(&self, request: AuthRequest) -> Result<Principal, AuthFailure> {
         use pb::authenticate_response::Result as Outcome;
+        let span = client_span("Authenticate", request.credential.mechanism());
         let response = self
             .inner
             .call(
+                "Authenticate",
                 request_to_proto(request),
                 |mut client, request| async move { client.authenticate(request).await },
             )
+            .instrument(span)
             .await
             .map_err(|status| AuthFailure::Temporary(unavailable(&status)))?;
         match response.result {
@@ -346,9 +425,12 @@ impl Authenticator for GrpcAuthenticator {
         };
         let response = self
             .inner
-            .call(message, |mut client, request| async move {
-                client.lookup_recipient(request).await
-            })
+            .call(
+                "LookupRecipient",
+                message,
+                |mut client, request| async move { client.lookup_recipient(request).await },
+            )
+            .instrument(client_span("LookupRecipient", ""))
             .await
             .map_err(|status| LookupError::Temporary(unavailable(&status)))?;
         match response.result {

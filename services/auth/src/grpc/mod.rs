@@ -8,6 +8,10 @@
 //!   a dependency being down is never reported as bad credentials.
 //! - [`AdminClient`] is the typed client `cloudpop admin` uses to edit the directory remotely.
 //!
+//! Both sides are measured ([`GrpcClientMetrics`], [`AuthServerMetrics`]) and traced: the
+//! client puts the W3C trace context of its span into the request metadata and the server
+//! continues that trace, so a login's spans on both sides form one trace.
+//!
 //! The wire contracts are in the `cloudpop-proto` crate. Conversions validate everything
 //! received: ids, logins and enums from the other side are parsed, never trusted. No message
 //! in either direction carries a stored secret; the only secrets on the wire are what a client
@@ -23,8 +27,11 @@ mod admin_service;
 mod auth_service;
 mod client;
 mod convert;
+mod metrics;
 mod server;
+mod trace_context;
 
 pub use admin_client::{AdminClient, AdminError};
 pub use client::{GrpcAuthenticator, GrpcClientConfig, GrpcClientError};
+pub use metrics::{AuthServerMetrics, GrpcClientMetrics, attempt_outcome};
 pub use server::{ServeError, serve};

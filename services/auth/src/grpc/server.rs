@@ -11,6 +11,7 @@ use tonic::transport::server::TcpIncoming;
 
 use super::admin_service::AdminServiceImpl;
 use super::auth_service::AuthServiceImpl;
+use super::metrics::AuthServerMetrics;
 use crate::directory::DirectoryAuthenticator;
 
 /// Largest request accepted, in bytes. Most requests are a few hundred bytes, but a bearer
@@ -41,9 +42,13 @@ pub enum ServeError {
 ///
 /// On shutdown the listener stops accepting and in-flight calls finish before this returns.
 /// The admin service is not authenticated: see the [module docs](super).
+///
+/// AuthService calls are timed and counted into `metrics` when given, and each gets a span
+/// that continues the caller's trace (W3C trace context in the request metadata).
 pub async fn serve(
     listener: TcpListener,
     directory: DirectoryAuthenticator,
+    metrics: Option<AuthServerMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -51,7 +56,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(cloudpop_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let auth = AuthServiceServer::new(AuthServiceImpl::new(Arc::new(directory.clone())))
+    let auth = AuthServiceServer::new(AuthServiceImpl::new(Arc::new(directory.clone()), metrics))
         .max_decoding_message_size(MAX_REQUEST_SIZE);
     let admin = AdminServiceServer::new(AdminServiceImpl::new(directory))
         .max_decoding_message_size(MAX_REQUEST_SIZE);

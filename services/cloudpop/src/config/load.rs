@@ -238,4 +238,71 @@ mod tests {
             super::super::ExpireSetting::Never(_)
         ));
     }
+
+    #[test]
+    fn traces_are_off_unless_an_endpoint_is_set() {
+        let c = load(Some(Path::new("/dev/null")), env(&[])).unwrap();
+        assert!(c.telemetry.trace_settings("pop3").is_none());
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[telemetry]\notlp_endpoint = \"http://collector:4317\"\nsampling_ratio = 0.25\n\
+             [telemetry.resource_attributes]\n\"deployment.environment\" = \"prod\""
+        )
+        .unwrap();
+        let c = load(Some(file.path()), env(&[])).unwrap();
+        let traces = c.telemetry.trace_settings("pop3").unwrap();
+        assert_eq!(traces.endpoint, "http://collector:4317");
+        assert_eq!(traces.sampling_ratio, 0.25);
+        assert_eq!(traces.service_name, "cloudpop-pop3");
+        assert_eq!(
+            traces.resource_attributes,
+            [("deployment.environment".to_owned(), "prod".to_owned())]
+        );
+        let c = load(
+            Some(file.path()),
+            env(&[("CLOUDPOP_TELEMETRY__SERVICE_NAME", "pop-eu")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.telemetry.trace_settings("pop3").unwrap().service_name,
+            "pop-eu"
+        );
+    }
+
+    #[test]
+    fn telemetry_and_shutdown_values_are_checked() {
+        let cases = [
+            (
+                "CLOUDPOP_TELEMETRY__SAMPLING_RATIO",
+                "1.5",
+                "sampling_ratio",
+            ),
+            (
+                "CLOUDPOP_TELEMETRY__OTLP_ENDPOINT",
+                "collector:4317",
+                "otlp_endpoint",
+            ),
+            (
+                "CLOUDPOP_TELEMETRY__EXPORT_TIMEOUT",
+                "1ms",
+                "export_timeout",
+            ),
+            ("CLOUDPOP_TELEMETRY__MAX_QUEUE_SIZE", "0", "max_queue_size"),
+            ("CLOUDPOP_SHUTDOWN__READY_DELAY", "30s", "ready_delay"),
+            ("CLOUDPOP_SHUTDOWN__GRACE_PERIOD", "0s", "grace_period"),
+        ];
+        for (name, value, needle) in cases {
+            let error = load(Some(Path::new("/dev/null")), env(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle), "{name}={value}: {error}");
+        }
+        let c = load(
+            Some(Path::new("/dev/null")),
+            env(&[("CLOUDPOP_SHUTDOWN__READY_DELAY", "5s")]),
+        )
+        .unwrap();
+        assert_eq!(c.shutdown.ready_delay.as_secs(), 5);
+    }
 }

@@ -7,6 +7,7 @@
 pub mod duration;
 mod load;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +33,7 @@ pub struct Config {
     pub limits: LimitsSection,
     pub tls: TlsSection,
     pub shutdown: ShutdownSection,
+    pub telemetry: TelemetrySection,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             limits: LimitsSection::default(),
             tls: TlsSection::default(),
             shutdown: ShutdownSection::default(),
+            telemetry: TelemetrySection::default(),
         }
     }
 }
@@ -208,7 +211,7 @@ impl Default for LmtpSection {
     }
 }
 
-/// `[admin]`: the admin HTTP port (`/livez`, `/readyz`).
+/// `[admin]`: the admin HTTP port (`/livez`, `/readyz`, `/metrics`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
@@ -495,20 +498,100 @@ pub struct SniSection {
     pub key: PathBuf,
 }
 
-/// `[shutdown]`: draining on SIGTERM.
+/// `[shutdown]`: draining on SIGTERM (or SIGINT).
+///
+/// On the signal `/readyz` fails at once; after `ready_delay` the listeners close (new
+/// connections are refused), idle sessions are closed with `-ERR [SYS/TEMP]` (LMTP: `421`),
+/// and a session in the middle of a response finishes it and then closes, without UPDATE.
+/// The process exits once every session has ended, and at the latest when `grace_period`
+/// has passed since the signal.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownSection {
-    /// Longest time sessions get to finish after SIGTERM before the process exits.
+    /// Longest time from the signal to the exit (Kubernetes: keep it below
+    /// `terminationGracePeriodSeconds` minus any preStop sleep).
     #[serde(with = "duration")]
     pub grace_period: Duration,
+    /// Time between readiness failing and the listeners closing, so that load balancers
+    /// that poll `/readyz` stop sending new connections first. Zero on Kubernetes with a
+    /// preStop sleep (the endpoint is removed before the signal).
+    #[serde(with = "duration")]
+    pub ready_delay: Duration,
 }
 
 impl Default for ShutdownSection {
     fn default() -> Self {
         Self {
             grace_period: Duration::from_secs(25),
+            ready_delay: Duration::ZERO,
         }
+    }
+}
+
+/// `[telemetry]`: traces exported over OTLP/gRPC. Off unless `otlp_endpoint` is set.
+/// Metrics are always served on the admin port (`/metrics`); logs are `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// The OTLP/gRPC endpoint of a collector, `http://otel-collector:4317` (or `https://`);
+    /// empty: no traces.
+    pub otlp_endpoint: String,
+    /// Share of new traces kept, 0.0 to 1.0. A trace continued from a caller (the auth
+    /// service's spans of a POP3 login) follows the caller's decision.
+    pub sampling_ratio: f64,
+    /// `service.name` of the spans. Empty: `cloudpop-<role>` (`cloudpop-pop3`, …).
+    pub service_name: String,
+    /// More resource attributes, e.g. `{ "deployment.environment" = "prod" }`.
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Longest time one export may take; a slow collector loses spans, never sessions.
+    #[serde(with = "duration")]
+    pub export_timeout: Duration,
+    /// How often finished spans are sent.
+    #[serde(with = "duration")]
+    pub export_interval: Duration,
+    /// Finished spans held while waiting for export; more are dropped.
+    pub max_queue_size: usize,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            sampling_ratio: 1.0,
+            service_name: String::new(),
+            resource_attributes: BTreeMap::new(),
+            export_timeout: Duration::from_secs(5),
+            export_interval: Duration::from_secs(5),
+            max_queue_size: 2048,
+        }
+    }
+}
+
+impl TelemetrySection {
+    /// The trace export settings, or `None` when traces are off. `role` names the default
+    /// service.
+    pub fn trace_settings(&self, role: &str) -> Option<cloudpop_telemetry::TraceSettings> {
+        if self.otlp_endpoint.is_empty() {
+            return None;
+        }
+        let service_name = if self.service_name.is_empty() {
+            format!("cloudpop-{role}")
+        } else {
+            self.service_name.clone()
+        };
+        Some(cloudpop_telemetry::TraceSettings {
+            endpoint: self.otlp_endpoint.clone(),
+            sampling_ratio: self.sampling_ratio,
+            service_name,
+            resource_attributes: self
+                .resource_attributes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            export_timeout: self.export_timeout,
+            export_interval: self.export_interval,
+            max_queue_size: self.max_queue_size,
+        })
     }
 }
 
@@ -670,7 +753,40 @@ impl Config {
                 "lock.redis.command_timeout must be at least 10ms",
             ),
         ];
-        if let Some((_, message)) = rules.iter().find(|(ok, _)| !ok) {
+        let t = &self.telemetry;
+        let more_rules = [
+            (
+                self.shutdown.grace_period >= Duration::from_secs(1),
+                "shutdown.grace_period must be at least 1s",
+            ),
+            (
+                self.shutdown.ready_delay < self.shutdown.grace_period,
+                "shutdown.ready_delay must be shorter than shutdown.grace_period",
+            ),
+            (
+                (0.0..=1.0).contains(&t.sampling_ratio),
+                "telemetry.sampling_ratio must be between 0.0 and 1.0",
+            ),
+            (
+                t.otlp_endpoint.is_empty()
+                    || t.otlp_endpoint.starts_with("http://")
+                    || t.otlp_endpoint.starts_with("https://"),
+                "telemetry.otlp_endpoint must be an http:// or https:// URL (or empty: no traces)",
+            ),
+            (
+                t.export_timeout >= Duration::from_millis(100),
+                "telemetry.export_timeout must be at least 100ms",
+            ),
+            (
+                t.export_interval >= Duration::from_millis(10),
+                "telemetry.export_interval must be at least 10ms",
+            ),
+            (
+                t.max_queue_size >= 1,
+                "telemetry.max_queue_size must be at least 1",
+            ),
+        ];
+        if let Some((_, message)) = rules.iter().chain(&more_rules).find(|(ok, _)| !ok) {
             return Err((*message).to_owned());
         }
         self.pop3_config().map(|_| ())

@@ -113,6 +113,7 @@ impl TestServer {
             authenticator: Arc::new(FixedDirectory::new()),
             store: Arc::new(store.clone()),
             config,
+            metrics: cloudpop_lmtp::LmtpMetrics::new(&prometheus::Registry::new()).unwrap(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -26,7 +26,7 @@ mod sessions;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rustls::ServerConfig;
@@ -106,6 +106,9 @@ struct Inner {
     /// two reloads from running at once.
     loaded: Mutex<Vec<FileStamp>>,
     reloads: AtomicU64,
+    /// `cloudpop_certificate_reloads_total{outcome="success"}` and `{outcome="failure"}`,
+    /// once set.
+    reload_counters: OnceLock<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
 
 impl TlsTerminator {
@@ -131,6 +134,7 @@ impl TlsTerminator {
                 config,
                 loaded: Mutex::new(stamps),
                 reloads: AtomicU64::new(0),
+                reload_counters: OnceLock::new(),
             }),
         })
     }
@@ -143,6 +147,16 @@ impl TlsTerminator {
     /// How many reloads have succeeded since [`TlsTerminator::load`].
     pub fn reloads(&self) -> u64 {
         self.inner.reloads.load(Ordering::Relaxed)
+    }
+
+    /// Counts later reloads and failed reload attempts into
+    /// `cloudpop_certificate_reloads_total`. Only the first call has an effect.
+    pub fn count_reloads(&self, metrics: &crate::Pop3Metrics) {
+        let family = &metrics.certificate_reloads;
+        let _ = self.inner.reload_counters.set((
+            family.with_label_values(&["success"]),
+            family.with_label_values(&["failure"]),
+        ));
     }
 
     /// The settings this terminator was loaded from.

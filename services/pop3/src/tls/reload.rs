@@ -18,8 +18,21 @@ impl TlsTerminator {
     /// Returns `Ok(true)` after a reload, `Ok(false)` when nothing changed. On `Err` the
     /// certificates in use stay in use, and the next call tries again (so the error repeats
     /// until the files are fixed). The new certificates serve new handshakes only;
-    /// established connections keep theirs. This does blocking file I/O.
+    /// established connections keep theirs. This does blocking file I/O. Both outcomes are
+    /// counted once [`TlsTerminator::count_reloads`] was called.
     pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let result = self.load_if_changed();
+        if let Some((success, failure)) = self.inner.reload_counters.get() {
+            match &result {
+                Ok(true) => success.inc(),
+                Ok(false) => {}
+                Err(_) => failure.inc(),
+            }
+        }
+        result
+    }
+
+    fn load_if_changed(&self) -> Result<bool, TlsError> {
         let inner = &self.inner;
         // One reload at a time; a poisoned lock still holds a whole, consistent Vec.
         let mut loaded = inner.loaded.lock().unwrap_or_else(PoisonError::into_inner);

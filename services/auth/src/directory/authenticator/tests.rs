@@ -418,3 +418,18 @@ async fn a_bad_or_vanished_file_keeps_the_old_directory() {
         .await;
     assert!(dave.is_ok(), "{dave:?}");
 }
+
+#[test]
+fn reloads_are_counted_by_outcome() {
+    let f = fixture();
+    let registry = prometheus::Registry::new();
+    let metrics = ReloadMetrics::new(&registry).unwrap();
+    f.auth.count_reloads(metrics.clone());
+    assert!(matches!(f.auth.reload_if_changed(), Ok(false)));
+    replace_file(&f.path, "[[users]]\nlogin = \"x@unknown.example\"\n");
+    assert!(f.auth.reload_if_changed().is_err());
+    replace_file(&f.path, &directory_text(&WONDERLAND, ""));
+    assert!(matches!(f.auth.reload_if_changed(), Ok(true)));
+    assert_eq!(metrics.success.get(), 1);
+    assert_eq!(metrics.failure.get(), 1);
+}

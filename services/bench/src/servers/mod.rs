@@ -1,0 +1,167 @@
+//! The servers under test: each started by the bench on loopback, in a temporary directory
+//! of its own, and stopped at the end.
+
+pub(crate) mod cloudpop;
+pub(crate) mod dovecot;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tokio::process::Child;
+
+use crate::wire::Conn;
+
+/// Which server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Kind {
+    Cloudpop,
+    Dovecot,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Cloudpop => "cloudpop",
+            Kind::Dovecot => "dovecot",
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub(crate) enum Server {
+    Cloudpop(cloudpop::Cloudpop),
+    Dovecot(dovecot::Dovecot),
+}
+
+impl Server {
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            Server::Cloudpop(_) => Kind::Cloudpop,
+            Server::Dovecot(_) => Kind::Dovecot,
+        }
+    }
+
+    /// Where it serves POP3.
+    pub(crate) fn pop3(&self) -> SocketAddr {
+        match self {
+            Server::Cloudpop(s) => s.pop3,
+            Server::Dovecot(s) => s.pop3,
+        }
+    }
+
+    /// Where it accepts LMTP.
+    pub(crate) fn lmtp(&self) -> SocketAddr {
+        match self {
+            Server::Cloudpop(s) => s.lmtp,
+            Server::Dovecot(s) => s.lmtp,
+        }
+    }
+
+    /// The process whose tree holds the server's memory.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Server::Cloudpop(s) => s.child.id(),
+            Server::Dovecot(s) => s.child.id(),
+        }
+    }
+
+    /// Stops the server and starts it again on the same data.
+    pub(crate) async fn restart(&mut self) -> anyhow::Result<()> {
+        match self {
+            Server::Cloudpop(s) => s.restart().await,
+            Server::Dovecot(s) => s.restart().await,
+        }
+    }
+
+    /// Stops the server; keeps its directory when `keep` (and says where).
+    pub(crate) async fn stop(self, keep: bool) -> anyhow::Result<()> {
+        let (kind, mut child, dir) = match self {
+            Server::Cloudpop(s) => (Kind::Cloudpop, s.child, s.dir),
+            Server::Dovecot(s) => (Kind::Dovecot, s.child, s.dir),
+        };
+        let stopped = terminate(&mut child).await;
+        if keep {
+            let path: PathBuf = dir.keep();
+            eprintln!(
+                "bench: kept the {} directory {}",
+                kind.name(),
+                path.display()
+            );
+        }
+        stopped
+    }
+}
+
+/// SIGTERM, then up to 20 s for the process to exit, then SIGKILL.
+pub(crate) async fn terminate(child: &mut Child) -> anyhow::Result<()> {
+    if let Some(pid) = child.id() {
+        // No libc in the workspace: the `kill` utility sends the signal.
+        let _ = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await;
+    }
+    match tokio::time::timeout(Duration::from_secs(20), child.wait()).await {
+        Ok(status) => {
+            status.context("waiting for the server to exit")?;
+            Ok(())
+        }
+        Err(_) => {
+            child.start_kill().context("killing the server")?;
+            let _ = child.wait().await;
+            bail!("the server did not exit within 20 s of SIGTERM; killed it")
+        }
+    }
+}
+
+/// Waits until `addr` answers with a greeting starting with `prefix`, failing early if the
+/// server process exits.
+pub(crate) async fn wait_for_greeting(
+    addr: SocketAddr,
+    prefix: &[u8],
+    child: &mut Child,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the server exited ({status}) before answering on {addr}; its log {}:\n{}",
+                log.display(),
+                log_tail(log)
+            );
+        }
+        if let Ok(mut conn) = Conn::connect(addr, Duration::from_secs(2)).await
+            && let Ok(line) = conn.read_line().await
+            && line.starts_with(prefix)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "no greeting on {addr} within 30 s; the server's log {}:\n{}",
+                log.display(),
+                log_tail(log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The last lines of a log file, for an error message.
+pub(crate) fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// A free loopback port, for a server that cannot bind port 0 and announce it (Dovecot).
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
