@@ -391,8 +391,9 @@ impl Fetchmail {
             "/bin/sh -c 'n=$(ls {out} | wc -l); cat > {out}/msg.$(( n + 1 ))'",
             out = out.display()
         );
-        // `no stripcr` keeps the CRLF line ends; `sslproto ""` stops fetchmail 6.4 from trying
-        // STLS, which this server does not offer; `no rewrite` leaves addresses alone.
+        // `no stripcr` keeps the CRLF line ends; `sslproto ""` keeps fetchmail 6.4 on plain
+        // POP3 (it would try STLS, and the test server's certificate is self-signed); `no
+        // rewrite` leaves addresses alone.
         let rc = format!(
             "poll 127.0.0.1 protocol pop3 port {port} auth password\n  user \"{LOGIN}\" password \"{PASSWORD}\"\n  {keep} fetchall no rewrite no stripcr sslproto \"\"\n  mda \"{mda}\"\n",
             port = server.pop3.port(),
