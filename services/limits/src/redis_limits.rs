@@ -25,8 +25,6 @@
 //! [`RedisLimitsConfig::command_timeout`], exactly like the maildrop lock's: a failing or
 //! slow call returns [`LimitsError::Unavailable`] and the next call dials afresh.
 
-mod config;
-mod connection;
 mod scripts;
 
 use std::fmt::{self, Write};
@@ -39,8 +37,9 @@ use async_trait::async_trait;
 use redis::{RedisError, RedisResult, Script, Value, cmd};
 use tracing::debug;
 
-pub use config::RedisLimitsConfig;
-use connection::{Connection, Reconnecting};
+/// How to reach Redis: shared with every Redis-backed seam.
+pub use cloudpop_redis::RedisConfig as RedisLimitsConfig;
+use cloudpop_redis::{Connection, Reconnecting};
 
 use crate::limits::{Limits, LimitsError};
 use crate::network::ClientNetwork;

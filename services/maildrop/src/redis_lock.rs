@@ -18,9 +18,6 @@
 //!
 //! This module does not decide what a lost lease means for a session; the caller does.
 
-mod config;
-mod connection;
-
 use std::fmt::{self, Write};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +27,9 @@ use async_trait::async_trait;
 use redis::{RedisError, RedisResult, Script, Value, cmd};
 use tracing::debug;
 
-pub use config::RedisLockConfig;
-use connection::{Connection, Reconnecting};
+/// How to reach Redis: shared with every Redis-backed seam.
+pub use cloudpop_redis::RedisConfig as RedisLockConfig;
+use cloudpop_redis::{Connection, Reconnecting};
 
 use crate::ids::MaildropKey;
 use crate::lock::{Lease, LockError, MaildropLock};

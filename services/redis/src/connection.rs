@@ -2,13 +2,14 @@
 //!
 //! Rather than the client's own reconnect loops (which retry in the background on their own
 //! schedule and may hand the next call a stale failure), each call that finds no connection
-//! dials one itself, within its own deadline. So a lock built while Redis is down works as
-//! soon as Redis answers, and after an outage the first call that reaches Redis succeeds.
+//! dials one itself, within its own deadline. So a client built while Redis is down works
+//! as soon as Redis answers, and after an outage the first call that reaches Redis succeeds.
 //!
 //! One case costs a call: a connection that broke while idle (say, Redis restarted between
 //! two calls) is only found dead by the next command, which fails as unavailable. It is not
-//! retried, because whether it reached Redis cannot be told, and a retried `SET NX` would
-//! see our own new lease as someone else's. The call after it dials afresh.
+//! retried, because whether it reached Redis cannot be told (a retried `SET NX` would see
+//! our own new lease as someone else's; a retried counter would count twice). The call after
+//! it dials afresh.
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -18,7 +19,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-use super::config::RedisLockConfig;
+use crate::config::RedisConfig;
 
 /// Cluster retries per command (redirects, reconnects to a node). Few, because the caller's
 /// command timeout bounds the whole call anyway.
@@ -49,9 +50,18 @@ impl Dialer {
 /// One established connection to a single node or a Cluster; cheap to clone, and clones
 /// share the connection.
 #[derive(Clone)]
-pub(super) enum Connection {
+pub enum Connection {
     Single(MultiplexedConnection),
     Cluster(ClusterConnection),
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Connection::Single(_) => "Connection::Single",
+            Connection::Cluster(_) => "Connection::Cluster",
+        })
+    }
 }
 
 impl ConnectionLike for Connection {
@@ -83,7 +93,7 @@ impl ConnectionLike for Connection {
 }
 
 /// The current connection, if any, with a generation number that tells connections apart.
-pub(super) struct Reconnecting {
+pub struct Reconnecting {
     dialer: Dialer,
     current: Mutex<Current>,
     /// Held while dialing, so that concurrent callers wait for one dial instead of each
@@ -114,7 +124,7 @@ impl fmt::Debug for Reconnecting {
 impl Reconnecting {
     /// Parses the URLs of `config` and dials nothing yet. The per-connection timeouts match
     /// the command timeout so that nothing the client does in the background outlives it.
-    pub(super) fn new(config: &RedisLockConfig) -> RedisResult<Self> {
+    pub fn new(config: &RedisConfig) -> RedisResult<Self> {
         let timeout = config.command_timeout;
         let dialer = if config.cluster {
             let max_retry_wait_ms = u64::try_from((timeout / 4).as_millis())
@@ -146,7 +156,7 @@ impl Reconnecting {
     }
 
     /// The current connection and its generation, dialing one if there is none.
-    pub(super) async fn get(&self) -> RedisResult<(u64, Connection)> {
+    pub async fn get(&self) -> RedisResult<(u64, Connection)> {
         if let Some(current) = self.current().connection.clone() {
             return Ok(current);
         }
@@ -165,7 +175,7 @@ impl Reconnecting {
 
     /// Forgets the connection of `generation` if it is still the current one, so that the
     /// next call dials a new one; a newer connection someone else dialed is kept.
-    pub(super) fn discard(&self, generation: u64) {
+    pub fn discard(&self, generation: u64) {
         let mut current = self.current();
         if current
             .connection

@@ -1,14 +1,14 @@
-//! Where the Redis limits connect and how their keys are named.
+//! Where Redis is and how keys are named.
 
 use std::fmt;
 use std::time::Duration;
 
-/// Settings of [`crate::RedisLimits`].
+/// How to reach Redis, for the lock and the limits alike.
 ///
 /// `Debug` redacts passwords inside the URLs (`redis://:<redacted>@host`), so the config can
 /// be logged at start-up.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RedisLimitsConfig {
+pub struct RedisConfig {
     /// Redis URLs, `redis://[user][:password@]host:port[/db]` (TLS `rediss://` is not
     /// compiled in): one URL for a single node; with `cluster`, one or more seed nodes.
     pub urls: Vec<String>,
@@ -17,28 +17,27 @@ pub struct RedisLimitsConfig {
     /// First part of every key, so that several installs can share one Redis; must not
     /// contain `{` or `}` (that would move the Cluster hash tag). Default `cloudpop`.
     pub key_prefix: String,
-    /// Longest time one limits call may take, connecting included; a call that takes longer
-    /// returns `LimitsError::Unavailable`. Default 500 ms: every connection and login waits
-    /// on these calls, and a healthy Redis answers in about a millisecond.
+    /// Longest time one call may take, connecting included; a call that takes longer fails
+    /// as unavailable. Default 2 s.
     pub command_timeout: Duration,
 }
 
-impl Default for RedisLimitsConfig {
-    /// A single node on `redis://127.0.0.1:6379`, prefix `cloudpop`, 500 ms per call.
+impl Default for RedisConfig {
+    /// A single node on `redis://127.0.0.1:6379`, prefix `cloudpop`, 2 s per call.
     fn default() -> Self {
         Self {
             urls: vec!["redis://127.0.0.1:6379".to_owned()],
             cluster: false,
             key_prefix: "cloudpop".to_owned(),
-            command_timeout: Duration::from_millis(500),
+            command_timeout: Duration::from_secs(2),
         }
     }
 }
 
-impl fmt::Debug for RedisLimitsConfig {
+impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let urls: Vec<String> = self.urls.iter().map(|url| redact_url(url)).collect();
-        f.debug_struct("RedisLimitsConfig")
+        f.debug_struct("RedisConfig")
             .field("urls", &urls)
             .field("cluster", &self.cluster)
             .field("key_prefix", &self.key_prefix)
@@ -47,9 +46,9 @@ impl fmt::Debug for RedisLimitsConfig {
     }
 }
 
-impl RedisLimitsConfig {
+impl RedisConfig {
     /// Checks what can be checked without dialing; URLs are parsed by the client later.
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         if self.urls.is_empty() {
             return Err("no Redis URL given".to_owned());
         }
@@ -118,7 +117,7 @@ mod tests {
 
     #[test]
     fn debug_hides_passwords_in_urls() {
-        let config = RedisLimitsConfig {
+        let config = RedisConfig {
             urls: vec![
                 "redis://:s3cr3t@10.0.0.1:6379/0".to_owned(),
                 "redis://app:s3cr3t@redis-0:6379".to_owned(),
@@ -127,7 +126,7 @@ mod tests {
                 "redis://plain-host:6379".to_owned(),
             ],
             cluster: true,
-            ..RedisLimitsConfig::default()
+            ..RedisConfig::default()
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cr3t"), "{shown}");
@@ -144,26 +143,26 @@ mod tests {
 
     #[test]
     fn validation_refuses_configs_that_cannot_work() {
-        let good = RedisLimitsConfig::default();
+        let good = RedisConfig::default();
         assert_eq!(good.validate(), Ok(()));
         let bad = [
-            RedisLimitsConfig {
+            RedisConfig {
                 urls: vec![],
                 ..good.clone()
             },
-            RedisLimitsConfig {
+            RedisConfig {
                 urls: vec!["redis://a".to_owned(), "redis://b".to_owned()],
                 ..good.clone()
             },
-            RedisLimitsConfig {
+            RedisConfig {
                 key_prefix: "x{y}".to_owned(),
                 ..good.clone()
             },
-            RedisLimitsConfig {
+            RedisConfig {
                 key_prefix: String::new(),
                 ..good.clone()
             },
-            RedisLimitsConfig {
+            RedisConfig {
                 command_timeout: Duration::ZERO,
                 ..good.clone()
             },
