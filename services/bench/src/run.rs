@@ -60,6 +60,9 @@ pub(crate) async fn run(plan: &Plan) -> anyhow::Result<Report> {
         outcome = work => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
+    if !servers.is_empty() {
+        eprintln!("bench: stopping the servers and removing their temporary directories");
+    }
     let mut stop_error = None;
     for server in servers {
         if let Err(e) = server.stop(plan.keep).await {

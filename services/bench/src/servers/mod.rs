@@ -92,6 +92,10 @@ impl Server {
                 kind.name(),
                 path.display()
             );
+        } else {
+            // Hundreds of thousands of delivered messages take a while to delete: do it off
+            // the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || drop(dir)).await;
         }
         stopped
     }

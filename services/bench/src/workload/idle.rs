@@ -1,8 +1,12 @@
 //! `idle`: memory per idle connection, before and after login.
 //!
-//! On a freshly (re)started server, after one warm-up login: measure, open K/2 connections
-//! that only read the greeting, measure, open K/2 more that log in (each to a maildrop of
-//! its own), measure. The differences divided by K/2 are the memory per connection in each
+//! On a freshly (re)started server: one login, measure; then a few bursts of concurrent
+//! logins (each session quits), measure again. What the bursts leave behind (auth caches,
+//! auth worker processes, allocator arenas grown by password hashing) is a one-time cost of
+//! logging users in, not a cost per session, so it is reported on its own and kept out of the
+//! per-connection figures. Then: open K/2 connections that only read the greeting, measure,
+//! open K/2 more that log in (each to a maildrop of its own, as many at once as in the
+//! bursts), measure. The differences divided by K/2 are the memory per connection in each
 //! state. Then every connection says QUIT.
 
 use std::sync::Arc;
@@ -20,6 +24,8 @@ use crate::wire::SessionError;
 
 /// Connections opened at once.
 const OPENING: usize = 16;
+/// Login bursts before the baseline.
+const BURSTS: usize = 3;
 /// Time given to the server to settle before each measurement.
 const SETTLE: Duration = Duration::from_millis(1000);
 
@@ -50,6 +56,23 @@ pub(super) async fn run(
     }
 
     tokio::time::sleep(SETTLE).await;
+    let fresh = memory::usage(pid)?;
+    let burst: Vec<Option<(String, String)>> = ctx
+        .corpus
+        .idle
+        .clone()
+        .take(OPENING)
+        .map(|u| {
+            let user = &ctx.corpus.users[u];
+            Some((user.login.clone(), user.password.clone()))
+        })
+        .collect();
+    for _ in 0..BURSTS {
+        let open = open_all(ctx, burst.clone(), &mut tally).await;
+        close_all(open, &mut tally).await;
+    }
+
+    tokio::time::sleep(SETTLE).await;
     let baseline = memory::usage(pid)?;
     let logins: Vec<Option<(String, String)>> = vec![None; half];
     let pre_login = open_all(ctx, logins, &mut tally).await;
@@ -70,14 +93,21 @@ pub(super) async fn run(
     let after_login = memory::usage(pid)?;
 
     let memory = MemoryResult::idle(
+        fresh,
         baseline,
         after_pre_login,
         after_login,
         pre_login.len(),
         logged_in.len(),
     );
+    close_all(pre_login.into_iter().chain(logged_in).collect(), &mut tally).await;
+    Ok((tally, memory))
+}
+
+/// QUIT on every connection, at once.
+async fn close_all(open: Vec<Pop3>, tally: &mut Tally) {
     let mut closing = JoinSet::new();
-    for pop in pre_login.into_iter().chain(logged_in) {
+    for pop in open {
         closing.spawn(pop.quit());
     }
     while let Some(result) = closing.join_next().await {
@@ -87,7 +117,6 @@ pub(super) async fn run(
             Err(e) => tally.error(&SessionError::Verify(format!("a task failed: {e}"))),
         }
     }
-    Ok((tally, memory))
 }
 
 /// Opens one connection per entry, logging in where a login is given; returns the open ones.
