@@ -30,11 +30,10 @@ mod scripts;
 use std::fmt::{self, Write};
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{RedisError, RedisResult, Script, Value, cmd};
+use redis::{RedisResult, Script, Value, cmd};
 use tracing::debug;
 
 /// How to reach Redis: shared with every Redis-backed seam.
@@ -122,37 +121,19 @@ impl RedisLimits {
         format!("{}:delay:{{{}}}", self.key_prefix, user_tag(user_key))
     }
 
-    /// Runs `command` on the current connection (dialing one if needed) within the command
-    /// timeout. A failure that may have broken the connection, or no answer in time, drops
-    /// the connection, so the next call dials afresh instead of reusing a dead socket.
+    /// Runs one Redis call under the command timeout (see [`Reconnecting::run`]).
     async fn run<T, F, Fut>(&self, op: &'static str, command: F) -> Result<T, LimitsError>
     where
         F: FnOnce(Connection) -> Fut + Send,
         Fut: Future<Output = RedisResult<T>> + Send,
     {
-        // Which connection the attempt used, so that a timeout (which drops the attempt
-        // future) can still discard exactly that one and not a newer one.
-        let used = AtomicU64::new(0);
-        let attempt = async {
-            let (generation, conn) = self.connection.get().await?;
-            used.store(generation, Ordering::Relaxed);
-            command(conn).await
-        };
-        let error = match tokio::time::timeout(self.command_timeout, attempt).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => {
-                if breaks_connection(&e) {
-                    self.connection.discard(used.load(Ordering::Relaxed));
-                }
-                format!("redis {op} failed: {e}")
-            }
-            Err(_elapsed) => {
-                self.connection.discard(used.load(Ordering::Relaxed));
-                format!("redis {op} got no answer within {:?}", self.command_timeout)
-            }
-        };
-        debug!(op, outcome = "unavailable", error = %error, "redis limits");
-        Err(LimitsError::Unavailable(error))
+        self.connection
+            .run(op, self.command_timeout, command)
+            .await
+            .map_err(|error| {
+                debug!(op, outcome = "unavailable", error = %error, "redis limits");
+                LimitsError::Unavailable(error)
+            })
     }
 
     /// Opens a slot in the sorted set `key`; the new slot's token, or `None` at the cap.
@@ -408,12 +389,6 @@ async fn stored_penalty_ms(mut conn: Connection, key: String) -> RedisResult<u64
         .query_async(&mut conn)
         .await?;
     Ok(penalty.unwrap_or(0))
-}
-
-/// Whether `e` may mean the connection is dead or desynchronised, so it must be replaced.
-/// Server replies such as `LOADING` or `READONLY` leave the connection usable.
-fn breaks_connection(e: &RedisError) -> bool {
-    e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout()
 }
 
 /// `duration` in whole milliseconds, at most a century.

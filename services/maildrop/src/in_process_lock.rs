@@ -1,7 +1,6 @@
 //! The in-process maildrop lock: leases in a map, for a single-process install.
 
 use std::collections::HashMap;
-use std::fmt::Write;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -9,10 +8,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::ids::MaildropKey;
-use crate::lock::{Lease, LockError, MaildropLock};
-
-/// Random bytes in a lease token (hex-encoded, so twice as many characters).
-const TOKEN_BYTES: usize = 16;
+use crate::lock::{Lease, LockError, MaildropLock, new_token};
 
 /// Leases held in this process's memory, with the same contract as the Redis lock.
 ///
@@ -120,18 +116,6 @@ fn expiry(now: Instant, ttl: Duration) -> Instant {
         .unwrap_or(now)
 }
 
-fn new_token() -> Result<String, LockError> {
-    let mut bytes = [0u8; TOKEN_BYTES];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| LockError::Unavailable(format!("no randomness for a lock token: {e}")))?;
-    let mut token = String::with_capacity(2 * TOKEN_BYTES);
-    for byte in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(token, "{byte:02x}");
-    }
-    Ok(token)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,7 +176,7 @@ mod tests {
         let a = lock.acquire(&key("a"), TTL).await.unwrap().unwrap();
         let b = lock.acquire(&key("b"), TTL).await.unwrap().unwrap();
         for token in [&a.token, &b.token] {
-            assert_eq!(token.len(), 2 * TOKEN_BYTES);
+            assert_eq!(token.len(), 2 * crate::lock::TOKEN_BYTES);
             assert!(
                 token
                     .bytes()

@@ -82,6 +82,23 @@ impl<T: MaildropLock + ?Sized> MaildropLock for std::sync::Arc<T> {
     }
 }
 
+/// Random bytes in a lease token: enough that no two holders ever share one.
+pub(crate) const TOKEN_BYTES: usize = 16;
+
+/// A fresh lease token: `TOKEN_BYTES` random bytes as lower-case hex.
+pub(crate) fn new_token() -> Result<String, LockError> {
+    use std::fmt::Write;
+    let mut bytes = [0u8; TOKEN_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| LockError::Unavailable(format!("no randomness for a lock token: {e}")))?;
+    let mut token = String::with_capacity(2 * TOKEN_BYTES);
+    for byte in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(token, "{byte:02x}");
+    }
+    Ok(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

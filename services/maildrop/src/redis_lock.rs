@@ -18,13 +18,12 @@
 //!
 //! This module does not decide what a lost lease means for a session; the caller does.
 
-use std::fmt::{self, Write};
+use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{RedisError, RedisResult, Script, Value, cmd};
+use redis::{RedisResult, Script, Value, cmd};
 use tracing::debug;
 
 /// How to reach Redis: shared with every Redis-backed seam.
@@ -32,10 +31,7 @@ pub use cloudpop_redis::RedisConfig as RedisLockConfig;
 use cloudpop_redis::{Connection, Reconnecting};
 
 use crate::ids::MaildropKey;
-use crate::lock::{Lease, LockError, MaildropLock};
-
-/// Random bytes in a lease token (hex-encoded, so twice as many characters).
-const TOKEN_BYTES: usize = 16;
+use crate::lock::{Lease, LockError, MaildropLock, new_token};
 
 /// Longest ttl sent to Redis: a larger `PX` overflows Redis's clock and is refused, and a
 /// century is "practically forever" for a lease.
@@ -126,9 +122,7 @@ impl RedisLock {
         )
     }
 
-    /// Runs `command` on the current connection (dialing one if needed) within the command
-    /// timeout. A failure that may have broken the connection, or no answer in time, drops
-    /// the connection, so the next call dials afresh instead of reusing a dead socket.
+    /// Runs one Redis call under the command timeout (see [`Reconnecting::run`]).
     async fn run<T, F, Fut>(
         &self,
         op: &'static str,
@@ -139,34 +133,15 @@ impl RedisLock {
         F: FnOnce(Connection) -> Fut + Send,
         Fut: Future<Output = RedisResult<T>> + Send,
     {
-        // Which connection the attempt used, so that a timeout (which drops the attempt
-        // future) can still discard exactly that one and not a newer one.
-        let used = AtomicU64::new(0);
-        let attempt = async {
-            let (generation, conn) = self.connection.get().await?;
-            used.store(generation, Ordering::Relaxed);
-            command(conn).await
-        };
-        let error = match tokio::time::timeout(self.command_timeout, attempt).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(e)) => {
-                if breaks_connection(&e) {
-                    self.connection.discard(used.load(Ordering::Relaxed));
+        self.connection.run(op, self.command_timeout, command).await.map_err(|error| {
+            match key {
+                Some(key) => {
+                    debug!(op, maildrop = %key, outcome = "unavailable", error = %error, "redis lock")
                 }
-                format!("redis {op} failed: {e}")
+                None => debug!(op, outcome = "unavailable", error = %error, "redis lock"),
             }
-            Err(_elapsed) => {
-                self.connection.discard(used.load(Ordering::Relaxed));
-                format!("redis {op} got no answer within {:?}", self.command_timeout)
-            }
-        };
-        match key {
-            Some(key) => {
-                debug!(op, maildrop = %key, outcome = "unavailable", error = %error, "redis lock")
-            }
-            None => debug!(op, outcome = "unavailable", error = %error, "redis lock"),
-        }
-        Err(LockError::Unavailable(error))
+            LockError::Unavailable(error)
+        })
     }
 
     /// Runs a compare-and-change script on `lease`'s key; `true` if the token matched.
@@ -259,29 +234,11 @@ fn outcome(held: bool) -> &'static str {
     if held { "held" } else { "lost" }
 }
 
-/// Whether `e` may mean the connection is dead or desynchronised, so it must be replaced.
-/// Server replies such as `LOADING` or `READONLY` leave the connection usable.
-fn breaks_connection(e: &RedisError) -> bool {
-    e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout()
-}
-
 /// `ttl` in whole milliseconds for `PX`/`PEXPIRE`, within what Redis accepts (at least 1).
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis())
         .unwrap_or(MAX_TTL_MS)
         .clamp(1, MAX_TTL_MS)
-}
-
-fn new_token() -> Result<String, LockError> {
-    let mut bytes = [0u8; TOKEN_BYTES];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| LockError::Unavailable(format!("no randomness for a lock token: {e}")))?;
-    let mut token = String::with_capacity(2 * TOKEN_BYTES);
-    for byte in bytes {
-        // Writing to a String cannot fail.
-        let _ = write!(token, "{byte:02x}");
-    }
-    Ok(token)
 }
 
 #[cfg(test)]
@@ -327,7 +284,7 @@ mod tests {
         let (a, b) = (new_token().unwrap(), new_token().unwrap());
         assert_ne!(a, b);
         for token in [a, b] {
-            assert_eq!(token.len(), 2 * TOKEN_BYTES);
+            assert_eq!(token.len(), 2 * crate::lock::TOKEN_BYTES);
             assert!(
                 token
                     .bytes()

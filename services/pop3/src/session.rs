@@ -386,7 +386,11 @@ impl Session {
                 Response::err("unsupported SASL mechanism").into(),
             );
         }
-        let challenge = apop_challenge(&self.deps.config.hostname);
+        // Only CRAM-MD5 uses a challenge (RFC 2195 §2); others need no randomness.
+        let challenge = match mechanism {
+            Mechanism::CramMd5 => apop_challenge(&self.deps.config.hostname),
+            _ => String::new(),
+        };
         self.sasl_step(auth, sasl::start(mechanism, initial, challenge))
             .await
     }

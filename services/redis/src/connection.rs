@@ -12,12 +12,15 @@
 //! it dials afresh.
 
 use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::config::RedisConfig;
 
@@ -173,6 +176,38 @@ impl Reconnecting {
         Ok(dialed)
     }
 
+    /// Runs `command` on a connection, dialing one if needed, all within `timeout`. A
+    /// failure that may have broken the connection, or a timeout, discards the connection
+    /// the attempt used (never a newer one), so the next call dials afresh. The error is a
+    /// short description naming `op`, without secrets; the command is not retried.
+    pub async fn run<T, F, Fut>(&self, op: &str, timeout: Duration, command: F) -> Result<T, String>
+    where
+        F: FnOnce(Connection) -> Fut + Send,
+        Fut: Future<Output = RedisResult<T>> + Send,
+    {
+        // Which connection the attempt used, so that a timeout (which drops the attempt
+        // future) can still discard exactly that one.
+        let used = AtomicU64::new(0);
+        let attempt = async {
+            let (generation, conn) = self.get().await?;
+            used.store(generation, Ordering::Relaxed);
+            command(conn).await
+        };
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                if breaks_connection(&e) {
+                    self.discard(used.load(Ordering::Relaxed));
+                }
+                Err(format!("redis {op} failed: {e}"))
+            }
+            Err(_elapsed) => {
+                self.discard(used.load(Ordering::Relaxed));
+                Err(format!("redis {op} got no answer within {timeout:?}"))
+            }
+        }
+    }
+
     /// Forgets the connection of `generation` if it is still the current one, so that the
     /// next call dials a new one; a newer connection someone else dialed is kept.
     pub fn discard(&self, generation: u64) {
@@ -190,4 +225,10 @@ impl Reconnecting {
         // Every critical section is a plain read or assignment that cannot panic halfway.
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether the connection may be unusable after `e` (a reply error such as `NOSCRIPT` or a
+/// script's own error leaves it fine).
+fn breaks_connection(e: &RedisError) -> bool {
+    e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout()
 }
