@@ -45,6 +45,10 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
 fi
 
+# A one-shot build gains nothing from incremental state, which is large on disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "tests/run.sh: $(df -h --output=avail . | tail -1 | tr -d ' ') free on disk before the build" >&2
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
