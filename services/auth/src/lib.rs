@@ -25,7 +25,8 @@ pub use authenticator::{
     Principal,
 };
 pub use directory::{
-    Directory, DirectoryAuthenticator, DirectoryError, TenantInfo, UserId, UserInfo,
+    Directory, DirectoryAuthenticator, DirectoryError, PasswordCheckSettings, TenantInfo, UserId,
+    UserInfo,
 };
 pub use login::{Login, LoginError};
 pub use secret::Secret;

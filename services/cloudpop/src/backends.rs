@@ -73,7 +73,7 @@ pub fn users_directory(
     registry: &Registry,
 ) -> anyhow::Result<DirectoryAuthenticator> {
     let path = config.users_file();
-    let directory = DirectoryAuthenticator::open(&path)
+    let directory = DirectoryAuthenticator::open_with(&path, &config.users.password_checks())
         .with_context(|| format!("cannot load users file {}", path.display()))?;
     directory.count_reloads(ReloadMetrics::new(registry)?);
     directory.spawn_reloader(config.users.reload_interval, shutdown.clone());

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use cloudpop_maildrop::{MaildropKey, TenantId};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::password::PasswordDigest;
+use super::password_check::{PasswordCheckSettings, PasswordChecker};
 use super::reload::{Fingerprint, Watch};
 use super::reload_metrics::ReloadMetrics;
 use super::{
@@ -34,9 +34,11 @@ const NO_CRAM_SECRET: &[u8] = b"cloudpop: this user has no CRAM-MD5 secret";
 
 /// Serves [`Authenticator`] from a directory file, and reloads it when it changes.
 ///
-/// - Passwords are checked with argon2id on the blocking thread pool, at most one check per
-///   CPU at a time (each takes ~19 MiB and tens of milliseconds). An unknown user costs the
-///   same check against a dummy hash, so timing does not reveal which users exist.
+/// - Passwords are checked with argon2id on a fixed set of hashing threads that reuse their
+///   memory, and a correct password is then remembered for a while in a bounded cache
+///   keyed by the stored hash (see [`PasswordCheckSettings`]), so a changed password takes
+///   effect as soon as the directory reloads. An unknown user costs the same check against
+///   a dummy hash, so timing does not reveal which users exist.
 /// - APOP and CRAM-MD5 digests are compared in constant time; a user without the
 ///   mechanism's secret fails it, after a check that costs the same.
 /// - Bearer tokens (OAUTHBEARER, XOAUTH2) are JWTs checked against the tenant's
@@ -68,8 +70,8 @@ struct Inner {
     reload_metrics: OnceLock<ReloadMetrics>,
     /// Last successful login per user, for the login delay.
     last_login: Mutex<HashMap<UserId, Instant>>,
-    /// Bounds concurrent argon2 checks.
-    hashing: Arc<Semaphore>,
+    /// Runs and caches argon2 checks.
+    passwords: PasswordChecker,
 }
 
 /// One installed version of the directory, with what is derived from it once.
@@ -108,17 +110,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl DirectoryAuthenticator {
-    /// Loads the directory file at `path` (missing file: no users yet). A file that does not
-    /// validate is an error here; later, on reload, it is only a warning.
+    /// Loads the directory file at `path` (missing file: no users yet), with the default
+    /// [`PasswordCheckSettings`]. A file that does not validate is an error here; later, on
+    /// reload, it is only a warning.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, DirectoryError> {
-        let permits = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::open_with(path, &PasswordCheckSettings::default())
+    }
+
+    /// [`open`](Self::open), with password checks set up by `passwords`.
+    pub fn open_with(
+        path: impl Into<PathBuf>,
+        passwords: &PasswordCheckSettings,
+    ) -> Result<Self, DirectoryError> {
+        let path = path.into();
+        let passwords =
+            PasswordChecker::start(passwords).map_err(DirectoryError::PasswordThreads)?;
         let inner = Inner {
-            path: path.into(),
+            path,
             current: RwLock::new(Snapshot::new(Directory::new())),
             watch: Mutex::new(Watch::default()),
             reload_metrics: OnceLock::new(),
             last_login: Mutex::new(HashMap::new()),
-            hashing: Arc::new(Semaphore::new(permits)),
+            passwords,
         };
         // The first load is a reload from "no file": a missing file leaves the directory
         // empty, an invalid one is an error.
@@ -169,26 +182,6 @@ impl DirectoryAuthenticator {
         ))
     }
 
-    async fn check_password(
-        &self,
-        digest: PasswordDigest,
-        password: Secret,
-    ) -> Result<bool, AuthFailure> {
-        let unavailable = || AuthFailure::Temporary("password check unavailable".to_owned());
-        let permit = Arc::clone(&self.inner.hashing)
-            .acquire_owned()
-            .await
-            .map_err(|_| unavailable())?;
-        // The permit moves into the blocking task: if the caller gives up, the check still
-        // counts against the bound until it really ends.
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            digest.verify(password.expose())
-        })
-        .await
-        .map_err(|_| unavailable())
-    }
-
     /// Checks a password, APOP or CRAM-MD5 credential (not a bearer token) and returns the
     /// user it proves, with the user's tenant.
     async fn check_secret<'d>(
@@ -215,7 +208,11 @@ impl DirectoryAuthenticator {
             Credential::Password(password) => {
                 let digest =
                     found.map_or_else(PasswordDigest::dummy, |(user, ..)| user.password.clone());
-                self.check_password(digest, password).await?
+                self.inner
+                    .passwords
+                    .check(digest, password)
+                    .await
+                    .map_err(|e| AuthFailure::Temporary(e.to_string()))?
             }
             Credential::Apop { challenge, digest } => {
                 let secret = found.and_then(|(user, ..)| user.apop_secret.as_ref());

@@ -48,6 +48,7 @@ mod cram;
 mod file;
 mod jwt;
 mod password;
+mod password_check;
 mod reload;
 mod reload_metrics;
 
@@ -69,6 +70,7 @@ use jwt::TenantJwt;
 use password::{HashError, PasswordDigest};
 
 pub use authenticator::DirectoryAuthenticator;
+pub use password_check::PasswordCheckSettings;
 pub use reload_metrics::ReloadMetrics;
 
 /// Why the directory could not be read, validated, changed or written.
@@ -96,6 +98,9 @@ pub enum DirectoryError {
         column: usize,
         message: String,
     },
+    /// The threads that check passwords could not be started.
+    #[error("cannot start the password check threads: {0}")]
+    PasswordThreads(std::io::Error),
     /// The directory could not be turned into TOML (not expected to happen).
     #[error("cannot render the directory file: {0}")]
     Render(String),

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use argon2::{Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
+use subtle::ConstantTimeEq;
 
 /// Largest memory cost accepted from a stored hash, in KiB (1 GiB). The directory file may
 /// come from an import; a hash asking for terabytes would take the service down on verify.
@@ -64,12 +65,40 @@ impl PasswordDigest {
     }
 
     /// Whether `password` matches. Slow by design (tens of milliseconds): call it off the
-    /// async runtime. The comparison inside argon2 is constant-time.
+    /// async runtime. Allocates the hash's memory cost for this one check.
+    #[cfg(test)]
     pub(crate) fn verify(&self, password: &[u8]) -> bool {
-        match PasswordHash::new(&self.0) {
-            Ok(parsed) => Argon2::default().verify_password(password, &parsed).is_ok(),
-            Err(_) => false,
-        }
+        self.verify_with(password, &mut Vec::new())
+    }
+
+    /// Whether `password` matches, hashing in `memory`, which is grown to the hash's memory
+    /// cost and kept for the next check (one that asks for more than twice the default
+    /// cost gets memory of its own). Slow by design: call it off the async runtime. The
+    /// comparison is constant-time.
+    pub(crate) fn verify_with(&self, password: &[u8], memory: &mut Vec<Block>) -> bool {
+        let Ok(parsed) = PasswordHash::new(&self.0) else {
+            return false;
+        };
+        let (Some(salt), Some(expected), Ok(params)) =
+            (&parsed.salt, &parsed.hash, Params::try_from(&parsed))
+        else {
+            return false;
+        };
+        let blocks = params.block_count();
+        let mut own = Vec::new();
+        let memory = if blocks <= 2 * Params::default().block_count() {
+            memory
+        } else {
+            &mut own
+        };
+        memory.resize(blocks, Block::default());
+        let expected = expected.as_bytes();
+        let mut computed = vec![0u8; expected.len()];
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        argon2
+            .hash_password_into_with_memory(password, salt, &mut computed, &mut memory[..blocks])
+            .is_ok()
+            && bool::from(computed.ct_eq(expected))
     }
 
     /// The PHC string, for writing the directory file only.

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cloudpop_auth::PasswordCheckSettings;
 use serde::{Deserialize, Serialize};
 
 pub use load::load;
@@ -237,14 +238,38 @@ pub struct UsersSection {
     pub reload_interval: Duration,
     /// Create a demo user with a random password when the file has no users.
     pub create_demo_user: bool,
+    /// Threads that run argon2id password checks; each keeps one hash's worth of memory
+    /// (19 MiB with the default parameters). Default: one per CPU.
+    pub password_check_threads: usize,
+    /// Correct passwords remembered, as keyed digests, so that the next login skips
+    /// argon2id; 0 turns the cache off. A changed password takes effect at the next reload.
+    pub password_cache_entries: usize,
+    /// How long a remembered password is trusted.
+    #[serde(with = "duration")]
+    pub password_cache_ttl: Duration,
 }
 
 impl Default for UsersSection {
     fn default() -> Self {
+        let passwords = PasswordCheckSettings::default();
         Self {
             file: None,
             reload_interval: Duration::from_secs(1),
             create_demo_user: true,
+            password_check_threads: passwords.threads,
+            password_cache_entries: passwords.cache_entries,
+            password_cache_ttl: passwords.cache_ttl,
+        }
+    }
+}
+
+impl UsersSection {
+    /// How the users file's passwords are checked.
+    pub fn password_checks(&self) -> PasswordCheckSettings {
+        PasswordCheckSettings {
+            threads: self.password_check_threads,
+            cache_entries: self.password_cache_entries,
+            cache_ttl: self.password_cache_ttl,
         }
     }
 }
@@ -727,6 +752,10 @@ impl Config {
             (
                 self.lmtp.max_line_length >= 512,
                 "lmtp.max_line_length must be at least 512 (RFC 5321 §4.5.3.1.4)",
+            ),
+            (
+                (1..=256).contains(&self.users.password_check_threads),
+                "users.password_check_threads must be between 1 and 256",
             ),
             (
                 self.auth.max_attempts >= 1,
