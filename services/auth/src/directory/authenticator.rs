@@ -22,7 +22,6 @@ use crate::authenticator::{
     AuthFailure, AuthRequest, Authenticator, Credential, LookupError, Policy, Principal,
 };
 use crate::login::Login;
-use crate::secret::Secret;
 
 /// Shortest reload poll interval; shorter ones are raised to it.
 const MIN_RELOAD_INTERVAL: Duration = Duration::from_millis(10);

@@ -129,6 +129,7 @@ fn edit_status(error: DirectoryError) -> Status {
         E::Write { .. } | E::Render(_) => internal(&error, "cannot write the user directory"),
         E::Hash(_) => internal(&error, "cannot hash the password"),
         E::Random(_) => internal(&error, "cannot generate a user id"),
+        E::PasswordThreads(_) => internal(&error, "cannot check passwords"),
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 use tokio::time::{Instant as TokioInstant, sleep};
 
 use super::*;
+use crate::secret::Secret;
 
 const CHALLENGE: &str = "<1896.697170952@dbc.mtview.ca.us>";
 const RFC_DIGEST: &str = "c4c9334bac560ecc979e58001b3e22fb";
@@ -432,4 +433,28 @@ fn reloads_are_counted_by_outcome() {
     assert!(matches!(f.auth.reload_if_changed(), Ok(true)));
     assert_eq!(metrics.success.get(), 1);
     assert_eq!(metrics.failure.get(), 1);
+}
+
+#[tokio::test]
+async fn a_changed_password_takes_effect_at_reload_despite_the_cache() {
+    let f = fixture();
+    let login = |secret: &'static str| {
+        let auth = f.auth.clone();
+        async move {
+            auth.authenticate(request("alice@acme.example", password(secret)))
+                .await
+        }
+    };
+    // Verified twice: the second answer comes from the cache.
+    assert!(login("wonderland").await.is_ok());
+    assert!(login("wonderland").await.is_ok());
+
+    let changed = PasswordDigest::hash(b"looking-glass").unwrap();
+    replace_file(&f.path, &directory_text(changed.as_phc(), ""));
+    assert!(matches!(f.auth.reload_if_changed(), Ok(true)));
+    assert!(matches!(
+        login("wonderland").await,
+        Err(AuthFailure::BadCredentials)
+    ));
+    assert!(login("looking-glass").await.is_ok());
 }
