@@ -125,6 +125,16 @@ struct Connection<S> {
     login_deadline: Instant,
 }
 
+/// Buffer capacity a waiting connection keeps. More, left over from a large response or a
+/// long SASL line, is given back, so that idle connections stay small.
+const RETAINED_CAPACITY: usize = 4096;
+
+fn release_spare_capacity(buffer: &mut BytesMut) {
+    if buffer.is_empty() && buffer.capacity() > RETAINED_CAPACITY {
+        *buffer = BytesMut::new();
+    }
+}
+
 /// Serves one POP3 connection to its end: greeting, commands, STLS, and the session-end
 /// log line and metrics.
 pub(crate) async fn serve<S>(
@@ -151,36 +161,18 @@ pub(crate) async fn serve<S>(
     let mut outcome = conn.run(&mut session, &shutdown).await;
     let mut bytes_sent = conn.bytes_sent;
     if outcome == Outcome::StartTls {
-        outcome = Outcome::TlsFailed;
-        if let Some(tls) = &deps.tls {
-            let handshake = tls.acceptor().accept(conn.stream);
-            let handshake = timeout(deps.config.idle_timeout_authorization, handshake).await;
-            let tls_outcome = match &handshake {
-                Ok(Ok(_)) => "ok",
-                Ok(Err(_)) => "failed",
-                Err(_) => "timeout",
-            };
-            deps.metrics
-                .tls_handshakes
-                .with_label_values(&["stls", tls_outcome])
-                .inc();
-            match handshake {
-                Ok(Ok(stream)) => {
-                    session.tls_started();
-                    let mut conn = Connection::new(
-                        stream,
-                        deps.clone(),
-                        slot.cloned(),
-                        login_deadline,
-                        listener,
-                    );
-                    outcome = conn.run(&mut session, &shutdown).await;
-                    bytes_sent += conn.bytes_sent;
-                }
-                Ok(Err(e)) => debug!(error = %e, "TLS handshake after STLS failed"),
-                Err(_) => debug!("TLS handshake after STLS timed out"),
-            }
-        }
+        // Boxed: a connection that never says STLS should not carry the TLS state's space.
+        let upgrade = continue_on_tls(
+            conn.stream,
+            &deps,
+            &mut session,
+            &shutdown,
+            slot,
+            (listener, login_deadline),
+        );
+        let (tls_outcome, tls_bytes) = Box::pin(upgrade).await;
+        outcome = tls_outcome;
+        bytes_sent += tls_bytes;
     }
     // Anything but QUIT ends without UPDATE: nothing is deleted (RFC 1939 §6).
     session.abandon().await;
@@ -199,6 +191,57 @@ pub(crate) async fn serve<S>(
             listener,
         },
     );
+}
+
+/// After STLS: the handshake, then the same session on TLS. Returns how the session ended
+/// and the bytes sent on TLS.
+async fn continue_on_tls<S>(
+    stream: S,
+    deps: &Arc<Pop3Deps>,
+    session: &mut Session,
+    shutdown: &CancellationToken,
+    slot: Option<&ConnectionSlot>,
+    (listener, login_deadline): (&'static str, Instant),
+) -> (Outcome, u64)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(tls) = &deps.tls else {
+        return (Outcome::TlsFailed, 0);
+    };
+    let handshake = tls.acceptor().accept(stream);
+    let handshake = timeout(deps.config.idle_timeout_authorization, handshake).await;
+    let tls_outcome = match &handshake {
+        Ok(Ok(_)) => "ok",
+        Ok(Err(_)) => "failed",
+        Err(_) => "timeout",
+    };
+    deps.metrics
+        .tls_handshakes
+        .with_label_values(&["stls", tls_outcome])
+        .inc();
+    match handshake {
+        Ok(Ok(stream)) => {
+            session.tls_started();
+            let mut conn = Connection::new(
+                stream,
+                deps.clone(),
+                slot.cloned(),
+                login_deadline,
+                listener,
+            );
+            let outcome = conn.run(session, shutdown).await;
+            (outcome, conn.bytes_sent)
+        }
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake after STLS failed");
+            (Outcome::TlsFailed, 0)
+        }
+        Err(_) => {
+            debug!("TLS handshake after STLS timed out");
+            (Outcome::TlsFailed, 0)
+        }
+    }
 }
 
 /// `plain` or `tls`: the listener a connection came in on (STLS does not change it).
@@ -287,6 +330,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             Decoder::new(config.max_line_length).with_sasl_limit(config.max_sasl_line_length);
         let mut input = BytesMut::new();
         let mut sniffing = session.refuses_proxy_header();
+        // RFC 1939 §3: the idle clock restarts with every command, and only then; lock
+        // renewals and slot refreshes do not count as activity.
+        let mut idle_since = Instant::now();
         loop {
             if sniffing {
                 match proxy_protocol::sniff(&input) {
@@ -325,7 +371,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         }
                     };
                     let Some(next) = next else { break };
-                    let step = self.answer(next, session).await;
+                    // Boxed: the futures of command handling are large, and an idle
+                    // connection should not carry their space while it waits.
+                    let step = Box::pin(self.answer(next, session)).await;
+                    idle_since = Instant::now();
                     if let Err(e) = step.written {
                         return e.into();
                     }
@@ -349,34 +398,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if let Err(e) = self.flush().await {
                 return e.into();
             }
-            let idle = if session.is_logged_in() {
-                self.deps.config.idle_timeout_transaction
-            } else {
-                self.deps.config.idle_timeout_authorization
-            };
-            let renewal = self.next_renewal;
-            let slot_refresh = self.next_slot_refresh;
-            let logged_in = session.is_logged_in();
-            let login_deadline = self.login_deadline;
+            release_spare_capacity(&mut input);
+            release_spare_capacity(&mut self.out);
+            // One timer for every deadline: a waiting connection holds a single sleep.
+            let idle_deadline = idle_since
+                + if session.is_logged_in() {
+                    self.deps.config.idle_timeout_transaction
+                } else {
+                    self.deps.config.idle_timeout_authorization
+                };
+            let login_deadline = (!session.is_logged_in()).then_some(self.login_deadline);
+            let wake = [Some(idle_deadline), login_deadline, self.next_renewal]
+                .into_iter()
+                .flatten()
+                .fold(self.next_slot_refresh, Instant::min);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
                     return self.say_goodbye(Response::err_code(RespCode::SysTemp, "server shutting down"), Outcome::Shutdown).await;
                 }
-                () = sleep_until(renewal.unwrap_or_else(Instant::now)), if renewal.is_some() => {
-                    if !self.renew(session).await {
+                () = sleep_until(wake) => {
+                    let now = Instant::now();
+                    // Slowloris: however active, a client gets `login_timeout` to log in.
+                    if login_deadline.is_some_and(|deadline| now >= deadline) {
+                        return self.say_goodbye(Response::err("login took too long"), Outcome::LoginTimeout).await;
+                    }
+                    if now >= idle_deadline {
+                        return self.say_goodbye(Response::err("idle timeout; no messages were deleted"), Outcome::IdleTimeout).await;
+                    }
+                    if self.next_renewal.is_some_and(|due| now >= due) && !self.renew(session).await {
                         return self.say_goodbye(Response::err_code(RespCode::SysTemp, "maildrop lock lost; no messages were deleted"), Outcome::LockLost).await;
                     }
+                    if now >= self.next_slot_refresh {
+                        self.refresh_slots(session).await;
+                    }
                 }
-                () = sleep_until(slot_refresh) => self.refresh_slots(session).await,
-                // Slowloris: however active, a client gets `login_timeout` to log in.
-                () = sleep_until(login_deadline), if !logged_in => {
-                    return self.say_goodbye(Response::err("login took too long"), Outcome::LoginTimeout).await;
-                }
-                read = timeout(idle, self.stream.read_buf(&mut input)) => match read {
-                    Err(_) => return self.say_goodbye(Response::err("idle timeout; no messages were deleted"), Outcome::IdleTimeout).await,
-                    Ok(Ok(0)) | Ok(Err(_)) => return Outcome::Dropped,
-                    Ok(Ok(_)) => {}
+                read = self.stream.read_buf(&mut input) => match read {
+                    Ok(0) | Err(_) => return Outcome::Dropped,
+                    Ok(_) => idle_since = Instant::now(),
                 },
             }
         }

@@ -228,12 +228,24 @@ async fn serve_stream(
     shutdown: CancellationToken,
     slot: Option<&cloudpop_limits::ConnectionSlot>,
 ) {
-    let config = &deps.config;
     let deps = deps.clone();
     if !implicit_tls {
         connection::serve(stream, deps, info, shutdown, slot).await;
         return;
     }
+    // Boxed: a plain connection should not carry the TLS state's space.
+    Box::pin(serve_implicit_tls(stream, deps, info, shutdown, slot)).await;
+}
+
+/// Implicit TLS (RFC 8314 §3.3): the handshake, then the session.
+async fn serve_implicit_tls(
+    stream: TcpStream,
+    deps: Arc<Pop3Deps>,
+    info: ConnectionInfo,
+    shutdown: CancellationToken,
+    slot: Option<&cloudpop_limits::ConnectionSlot>,
+) {
+    let config = &deps.config;
     let Some(tls) = deps.tls.clone() else {
         return;
     };
