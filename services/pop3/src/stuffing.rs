@@ -37,13 +37,40 @@ impl DotStuffer {
     }
 
     /// Stuffs `chunk` into `out`, stopping early if the limit is reached.
-    pub fn push(&mut self, mut chunk: &[u8], out: &mut BytesMut) {
+    pub fn push(&mut self, chunk: &[u8], out: &mut BytesMut) {
+        match self.limit {
+            BodyLimit::Whole => self.push_whole(chunk, out),
+            BodyLimit::TopLines(_) => self.push_lines(chunk, out),
+        }
+    }
+
+    /// RETR: copies runs up to the next line that starts with `.`, found with `memmem`, so
+    /// a message with ordinary lines costs one copy per chunk rather than one per line.
+    fn push_whole(&mut self, mut chunk: &[u8], out: &mut BytesMut) {
+        while let Some(&first) = chunk.first() {
+            if self.at_line_start && first == b'.' {
+                // RFC 1939 §3: a line starting with the termination octet is prefixed with it.
+                out.put_u8(b'.');
+            }
+            let run = match memchr::memmem::find(chunk, b"\n.") {
+                Some(i) => &chunk[..=i],
+                None => chunk,
+            };
+            out.put_slice(run);
+            self.wrote_any = true;
+            self.at_line_start = run.last() == Some(&b'\n');
+            chunk = &chunk[run.len()..];
+        }
+    }
+
+    /// TOP: line by line, counting the body lines.
+    fn push_lines(&mut self, mut chunk: &[u8], out: &mut BytesMut) {
         while !chunk.is_empty() && !self.done {
             if self.at_line_start && chunk[0] == b'.' {
                 // RFC 1939 §3: a line starting with the termination octet is prefixed with it.
                 out.put_u8(b'.');
             }
-            let (part, ends_line) = match chunk.iter().position(|&b| b == b'\n') {
+            let (part, ends_line) = match memchr::memchr(b'\n', chunk) {
                 Some(i) => (&chunk[..=i], true),
                 None => (chunk, false),
             };
@@ -118,6 +145,28 @@ mod tests {
         let msg = b"Subject: x\r\n\r\n.\r\n..two\r\nmid.dle\r\n.";
         let want = b"Subject: x\r\n\r\n..\r\n...two\r\nmid.dle\r\n..\r\n.\r\n";
         assert_eq!(all_chunkings(msg, BodyLimit::Whole), want);
+    }
+
+    #[test]
+    fn retr_runs_and_top_lines_stuff_alike() {
+        // RETR copies runs between `\n.`; TOP goes line by line. With no line limit in
+        // reach, both must give the same octets for any chunking.
+        let messages: [&[u8]; 6] = [
+            b".\r\n..\r\n.a\r\nb.\r\n\r\n.\r\n",
+            b"no final newline\r\n.",
+            b"\n.\n.\n",
+            b".",
+            b"Subject: x\r\n\r\nbody\r\n.dot\r\nend",
+            b"",
+        ];
+        for message in messages {
+            assert_eq!(
+                all_chunkings(message, BodyLimit::Whole),
+                all_chunkings(message, BodyLimit::TopLines(u32::MAX)),
+                "{:?}",
+                String::from_utf8_lossy(message)
+            );
+        }
     }
 
     #[test]
