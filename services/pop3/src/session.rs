@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cloudpop_auth::Secret;
 use cloudpop_auth::{AuthFailure, AuthRequest, Credential, Principal};
-use cloudpop_maildrop::{Lease, MessageEntry, StoreError, UniqueId};
+use cloudpop_maildrop::{DeleteOutcome, Lease, MessageEntry, StoreError, UniqueId};
 use tracing::{debug, warn};
 
 use crate::capabilities;
@@ -753,22 +753,26 @@ impl Session {
     /// RFC 1939 §6: the UPDATE state, entered only from QUIT in TRANSACTION.
     async fn update(&mut self, txn: Box<Transaction>) -> Reply {
         let marked = txn.marked();
-        let held = self.deps.lock.check(&txn.lease).await;
-        if !matches!(held, Ok(true)) {
-            // Fencing: another session may own the maildrop now. Deleting would be unsafe.
-            warn!(?held, "maildrop lock lost before UPDATE; nothing deleted");
-            self.release(&txn.lease).await;
-            self.close_session_slot(txn.slot.as_ref()).await;
-            return Reply::Close(Response::err_code(
-                RespCode::SysTemp,
-                "maildrop lock lost; no messages were deleted",
-            ));
-        }
-        let outcome = self
-            .deps
-            .store
-            .delete(&txn.principal.maildrop, &marked)
-            .await;
+        // Nothing marked: nothing to fence and nothing to delete or sync.
+        let outcome = if marked.is_empty() {
+            DeleteOutcome::default()
+        } else {
+            let held = self.deps.lock.check(&txn.lease).await;
+            if !matches!(held, Ok(true)) {
+                // Fencing: another session may own the maildrop now. Deleting would be unsafe.
+                warn!(?held, "maildrop lock lost before UPDATE; nothing deleted");
+                self.release(&txn.lease).await;
+                self.close_session_slot(txn.slot.as_ref()).await;
+                return Reply::Close(Response::err_code(
+                    RespCode::SysTemp,
+                    "maildrop lock lost; no messages were deleted",
+                ));
+            }
+            self.deps
+                .store
+                .delete(&txn.principal.maildrop, &marked)
+                .await
+        };
         self.release(&txn.lease).await;
         self.close_session_slot(txn.slot.as_ref()).await;
         self.stats.deleted = outcome.deleted.len() as u64;
