@@ -11,8 +11,11 @@ use serde::Serialize;
 #[derive(Debug, Parser)]
 #[command(name = "cloudpop-bench", version, about)]
 pub(crate) struct Args {
-    /// Server(s) to benchmark. `both` runs every mode against each, interleaved, per round.
-    /// Default: `both`, or `cloudpop` with --smoke.
+    /// Server(s) to benchmark: `cloudpop` (embedded: fs store, in-process lock, users file),
+    /// `cloudpop-cloud` (S3 store, Redis lock, gRPC auth service, each its own process),
+    /// `dovecot`, `both` (cloudpop and Dovecot) or `all` (all three). Several targets run
+    /// every mode against each, interleaved, per round. Default: `both`, or `cloudpop` with
+    /// --smoke.
     #[arg(long, value_enum)]
     pub(crate) target: Option<Target>,
 
@@ -88,6 +91,20 @@ pub(crate) struct Args {
     #[arg(long, default_value = "target/release/cloudpop")]
     pub(crate) cloudpop_bin: PathBuf,
 
+    /// The S3 server of `cloudpop-cloud` (`cargo install s3s-fs --version 0.14.1 --features
+    /// binary --locked`).
+    #[arg(long, default_value = "s3s-fs")]
+    pub(crate) s3s_fs_bin: PathBuf,
+
+    /// The Redis server of `cloudpop-cloud` (Debian package redis-server).
+    #[arg(long, default_value = "redis-server")]
+    pub(crate) redis_server_bin: PathBuf,
+
+    /// Where `cloudpop-cloud` keeps its abuse-protection counters (connection and session
+    /// caps, login penalties): in Redis as a cloud deployment does, or in the POP3 process.
+    #[arg(long, value_enum, default_value = "redis")]
+    pub(crate) cloud_limits: CloudLimits,
+
     /// The Dovecot master binary (Debian packages dovecot-pop3d and dovecot-lmtpd).
     #[arg(long, default_value = "/usr/sbin/dovecot")]
     pub(crate) dovecot_bin: PathBuf,
@@ -124,8 +141,20 @@ pub(crate) struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Target {
     Cloudpop,
+    CloudpopCloud,
     Dovecot,
+    /// cloudpop (embedded) and Dovecot.
     Both,
+    /// cloudpop, cloudpop-cloud and Dovecot.
+    All,
+}
+
+/// Where the cloud target keeps its abuse-protection counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum CloudLimits {
+    Redis,
+    InProcess,
 }
 
 /// A workload.

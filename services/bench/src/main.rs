@@ -1,17 +1,21 @@
 //! cloudpop-bench: the performance benchmark of cloudpop, side by side with Dovecot.
 //!
-//! It starts the servers itself on loopback (cloudpop role `all` with the filesystem store;
-//! Dovecot with its own configuration in a temporary directory), creates the same users with
-//! the same argon2id hashes on both, seeds the same mail over LMTP, then drives POP3 with many
-//! concurrent sessions per mode. Every retrieved byte is checked against what was seeded: a
-//! fast wrong answer is an error, and any error fails the run.
+//! It starts the servers itself on loopback: cloudpop role `all` with the filesystem store;
+//! cloudpop in cloud mode (its own `redis-server` and `s3s-fs`, and the roles `auth`, `lmtp`
+//! and `pop3` as separate processes with the S3 store, the Redis lock and the gRPC auth
+//! service); Dovecot with its own configuration in a temporary directory. It creates the
+//! same users with the same argon2id hashes on all of them, seeds the same mail over LMTP,
+//! then drives POP3 with many concurrent sessions per mode. Every retrieved byte is checked
+//! against what was seeded: a fast wrong answer is an error, and any error fails the run.
 //!
-//! It does not benchmark the cloud deployment (S3 store, Redis lock, gRPC auth) yet, and it
-//! measures memory from `/proc`, so it runs on Linux only.
+//! It measures memory from `/proc`, so it runs on Linux only; the memory modes are skipped
+//! for the cloud setup, whose memory is spread over several processes.
 
+mod calls;
 mod cli;
 mod content;
 mod corpus;
+mod cpu;
 mod lmtp;
 mod machine;
 mod memory;
@@ -54,6 +58,16 @@ fn bench(args: cli::Args) -> anyhow::Result<bool> {
     println!("machine: {}", report.machine.line());
     if let Some(version) = &report.dovecot_version {
         println!("dovecot: {version}");
+    }
+    if let Some(backends) = &report.cloud_backends {
+        println!("cloudpop-cloud backends: {backends}");
+    }
+    for skip in &report.skipped {
+        println!(
+            "skipped: {} against {}",
+            skip.mode.name(),
+            skip.target.name()
+        );
     }
     if plan.rounds > 1 || report.summary.iter().any(|s| s.ratio_median.is_some()) {
         println!();

@@ -44,7 +44,7 @@ pub(crate) fn usage(root: u32) -> std::io::Result<Usage> {
 }
 
 /// `root` and its descendants.
-fn tree(root: u32) -> std::io::Result<Vec<u32>> {
+pub(crate) fn tree(root: u32) -> std::io::Result<Vec<u32>> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
     for entry in fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::cli::{Args, Mode, Target};
+use crate::cli::{Args, CloudLimits, Mode, Target};
 
 /// Smallest message size accepted: the generated headers must fit.
 const MIN_SIZE: usize = 512;
@@ -39,8 +39,14 @@ pub(crate) struct Plan {
     #[serde(serialize_with = "seconds")]
     pub(crate) timeout: Duration,
     pub(crate) client_threads: usize,
+    /// Only meaningful when `cloudpop-cloud` runs.
+    pub(crate) cloud_limits: CloudLimits,
     #[serde(skip)]
     pub(crate) cloudpop_bin: PathBuf,
+    #[serde(skip)]
+    pub(crate) s3s_fs_bin: PathBuf,
+    #[serde(skip)]
+    pub(crate) redis_server_bin: PathBuf,
     #[serde(skip)]
     pub(crate) dovecot_bin: PathBuf,
     #[serde(skip)]
@@ -118,7 +124,10 @@ impl Plan {
             smoke,
             timeout: args.timeout,
             client_threads: args.client_threads.max(1),
+            cloud_limits: args.cloud_limits,
             cloudpop_bin: args.cloudpop_bin,
+            s3s_fs_bin: args.s3s_fs_bin,
+            redis_server_bin: args.redis_server_bin,
             dovecot_bin: args.dovecot_bin,
             json: args.json,
             server_pid: args.server_pid,
@@ -181,8 +190,10 @@ impl Plan {
         use crate::servers::Kind;
         match self.target {
             Target::Cloudpop => vec![Kind::Cloudpop],
+            Target::CloudpopCloud => vec![Kind::CloudpopCloud],
             Target::Dovecot => vec![Kind::Dovecot],
             Target::Both => vec![Kind::Cloudpop, Kind::Dovecot],
+            Target::All => vec![Kind::Cloudpop, Kind::CloudpopCloud, Kind::Dovecot],
         }
     }
 }

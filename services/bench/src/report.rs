@@ -1,11 +1,14 @@
-//! Results: one row per (round, target, mode), a summary with the ratio cloudpop/Dovecot
-//! per mode against the targets of the performance issue, on stdout and as JSON.
+//! Results: one row per (round, target, mode), a summary with the ratio of each cloudpop
+//! setup (embedded, cloud) to Dovecot per mode against the targets of the performance issue,
+//! on stdout and as JSON.
 
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::calls::Calls;
 use crate::cli::Mode;
+use crate::cpu::CpuUse;
 use crate::memory::Usage;
 use crate::servers::Kind;
 use crate::workload::Tally;
@@ -136,7 +139,34 @@ pub(crate) struct ModeResult {
     pub(crate) mb_per_s: f64,
     pub(crate) latency_ms: Option<Latency>,
     pub(crate) memory: Option<MemoryResult>,
+    /// What cloudpop's processes asked of their backends (see [`crate::calls`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) backend_calls: Option<Vec<Calls>>,
+    /// CPU time of the target's processes (see [`crate::cpu`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cpu: Option<Vec<CpuUse>>,
     pub(crate) error_samples: Vec<String>,
+}
+
+/// A mode not run against a target, and why.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Skipped {
+    pub(crate) target: Kind,
+    pub(crate) mode: Mode,
+    pub(crate) reason: &'static str,
+}
+
+impl Skipped {
+    /// Its line in the per-run table.
+    pub(crate) fn row(&self) -> String {
+        format!(
+            "{:>5} {:<14} {:<11} skipped: {}",
+            "-",
+            self.target.name(),
+            self.mode.name(),
+            self.reason
+        )
+    }
 }
 
 impl ModeResult {
@@ -166,6 +196,8 @@ impl ModeResult {
             mb_per_s: rate(tally.bytes as f64 / 1e6),
             latency_ms: Latency::of(tally.latencies_us),
             memory,
+            backend_calls: None,
+            cpu: None,
             error_samples: tally.error_samples,
         }
     }
@@ -185,7 +217,7 @@ impl ModeResult {
 /// Header of the per-run table.
 pub(crate) fn row_header() -> String {
     format!(
-        "{:>5} {:<9} {:<11} {:>5} {:>11} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>6}",
+        "{:>5} {:<14} {:<11} {:>5} {:>11} {:>10} {:>10} {:>9} {:>8} {:>8} {:>8} {:>6}",
         "round",
         "target",
         "mode",
@@ -209,7 +241,7 @@ pub(crate) fn row(r: &ModeResult) -> String {
             .map_or("-".into(), |l| format!("{:.2}", f(l)))
     };
     let mut line = format!(
-        "{:>5} {:<9} {:<11} {:>5} {:>11.1} {:>10.1} {:>10.1} {:>9.1} {:>8} {:>8} {:>8} {:>6}",
+        "{:>5} {:<14} {:<11} {:>5} {:>11.1} {:>10.1} {:>10.1} {:>9.1} {:>8} {:>8} {:>8} {:>6}",
         r.round + 1,
         r.target.name(),
         r.mode.name(),
@@ -254,6 +286,34 @@ pub(crate) fn row(r: &ModeResult) -> String {
             );
         }
     }
+    let per = match r.mode {
+        Mode::Big | Mode::Lmtp => "message",
+        _ => "session",
+    };
+    if let Some(cpu) = r.cpu.as_ref().filter(|c| !c.is_empty()) {
+        let list: Vec<String> = cpu
+            .iter()
+            .map(|c| format!("{} {:.2} ms ({:.1} s)", c.process, c.ms_per_op, c.seconds))
+            .collect();
+        let _ = write!(
+            line,
+            "\n{:>5} CPU per {per} (total over the mode): {}",
+            "",
+            list.join(", ")
+        );
+    }
+    if let Some(calls) = r.backend_calls.as_ref().filter(|c| !c.is_empty()) {
+        let list: Vec<String> = calls
+            .iter()
+            .map(|c| format!("{} {:.2} ({:.2} ms)", c.name, c.per_op, c.mean_ms))
+            .collect();
+        let _ = write!(
+            line,
+            "\n{:>5} backend calls per {per} (mean time): {}",
+            "",
+            list.join(", ")
+        );
+    }
     for e in &r.error_samples {
         let _ = write!(line, "\n{:>5} error: {e}", "");
     }
@@ -278,8 +338,22 @@ struct Metric {
     mode: Mode,
     name: &'static str,
     get: fn(&ModeResult) -> Option<f64>,
+    /// The issue's target for the embedded cloudpop.
     goal: Option<Goal>,
     note: &'static str,
+    /// The issue's target for cloudpop in cloud mode (S3, Redis lock, gRPC auth).
+    cloud_goal: Option<Goal>,
+    cloud_note: &'static str,
+}
+
+impl Metric {
+    /// The target and its note for `kind`.
+    fn goal_for(&self, kind: Kind) -> (Option<Goal>, &'static str) {
+        match kind {
+            Kind::CloudpopCloud => (self.cloud_goal, self.cloud_note),
+            _ => (self.goal, self.note),
+        }
+    }
 }
 
 const METRICS: &[Metric] = &[
@@ -289,6 +363,8 @@ const METRICS: &[Metric] = &[
         get: |r| Some(r.messages_per_s),
         goal: Some(Goal::RatioAtLeast(1.5)),
         note: "",
+        cloud_goal: Some(Goal::RatioAtLeast(1.0)),
+        cloud_note: "",
     },
     Metric {
         mode: Mode::LoginOnly,
@@ -296,6 +372,8 @@ const METRICS: &[Metric] = &[
         get: |r| Some(r.logins_per_s),
         goal: Some(Goal::RatioAtLeast(3.0)),
         note: "",
+        cloud_goal: None,
+        cloud_note: "",
     },
     Metric {
         mode: Mode::Top,
@@ -303,6 +381,8 @@ const METRICS: &[Metric] = &[
         get: |r| Some(r.messages_per_s),
         goal: None,
         note: "",
+        cloud_goal: None,
+        cloud_note: "",
     },
     Metric {
         mode: Mode::Big,
@@ -310,6 +390,8 @@ const METRICS: &[Metric] = &[
         get: |r| Some(r.mb_per_s),
         goal: Some(Goal::RatioAtLeast(2.0)),
         note: "",
+        cloud_goal: None,
+        cloud_note: "",
     },
     Metric {
         mode: Mode::BigRss,
@@ -317,6 +399,8 @@ const METRICS: &[Metric] = &[
         get: |r| r.memory.as_ref()?.growth_kib.map(|k| k.pss),
         goal: Some(Goal::AtMost(2048.0)),
         note: "issue: at most 2 MB for a 50 MB message",
+        cloud_goal: None,
+        cloud_note: "",
     },
     Metric {
         mode: Mode::Idle,
@@ -324,6 +408,8 @@ const METRICS: &[Metric] = &[
         get: |r| r.memory.as_ref()?.logged_in_kib_per_conn.map(|k| k.pss),
         goal: Some(Goal::RatioAtMost(0.05)),
         note: "PSS",
+        cloud_goal: None,
+        cloud_note: "",
     },
     Metric {
         mode: Mode::Idle,
@@ -331,6 +417,8 @@ const METRICS: &[Metric] = &[
         get: |r| r.memory.as_ref()?.pre_login_kib_per_conn.map(|k| k.pss),
         goal: Some(Goal::RatioAtMost(1.0)),
         note: "PSS",
+        cloud_goal: None,
+        cloud_note: "",
     },
     Metric {
         mode: Mode::StatLarge,
@@ -338,6 +426,8 @@ const METRICS: &[Metric] = &[
         get: |r| Some(r.sessions_per_s),
         goal: Some(Goal::RatioAtLeast(1.0)),
         note: "",
+        cloud_goal: Some(Goal::RatioAtLeast(0.5)),
+        cloud_note: "issue: at most 2× slower",
     },
     Metric {
         mode: Mode::Lmtp,
@@ -345,17 +435,22 @@ const METRICS: &[Metric] = &[
         get: |r| Some(r.messages_per_s),
         goal: Some(Goal::RatioAtLeast(1.0)),
         note: "",
+        cloud_goal: None,
+        cloud_note: "",
     },
 ];
 
-/// The summary of one metric across rounds.
+/// The summary of one metric across rounds, for one cloudpop setup against Dovecot.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Summary {
     pub(crate) mode: Mode,
     pub(crate) metric: &'static str,
+    /// The cloudpop setup compared (`cloudpop` or `cloudpop-cloud`).
+    pub(crate) target: Kind,
+    /// The median of `target`'s values.
     pub(crate) cloudpop_median: Option<f64>,
     pub(crate) dovecot_median: Option<f64>,
-    /// cloudpop/Dovecot, paired by round.
+    /// `target`/Dovecot, paired by round.
     pub(crate) ratio_min: Option<f64>,
     pub(crate) ratio_median: Option<f64>,
     pub(crate) ratio_max: Option<f64>,
@@ -376,8 +471,16 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     })
 }
 
-/// The summary rows for the modes that ran.
+/// The summary rows for the modes that ran: one per metric and cloudpop setup that ran
+/// (one for the embedded cloudpop when only Dovecot ran).
 pub(crate) fn summarize(results: &[ModeResult]) -> Vec<Summary> {
+    let mut variants: Vec<Kind> = [Kind::Cloudpop, Kind::CloudpopCloud]
+        .into_iter()
+        .filter(|&kind| results.iter().any(|r| r.target == kind))
+        .collect();
+    if variants.is_empty() {
+        variants.push(Kind::Cloudpop);
+    }
     let mut out = Vec::new();
     for metric in METRICS {
         let of = |kind: Kind| -> Vec<(u32, f64)> {
@@ -387,32 +490,41 @@ pub(crate) fn summarize(results: &[ModeResult]) -> Vec<Summary> {
                 .filter_map(|r| Some((r.round, (metric.get)(r)?)))
                 .collect()
         };
-        let (cloudpop, dovecot) = (of(Kind::Cloudpop), of(Kind::Dovecot));
-        if cloudpop.is_empty() && dovecot.is_empty() {
-            continue;
+        let dovecot = of(Kind::Dovecot);
+        for &kind in &variants {
+            let cloudpop = of(kind);
+            let ran = results
+                .iter()
+                .any(|r| r.mode == metric.mode && r.target == kind);
+            if !ran && (dovecot.is_empty() || results.iter().any(|r| r.target == kind)) {
+                // The mode did not run against this setup (not selected, or skipped).
+                continue;
+            }
+            let ratios: Vec<f64> = cloudpop
+                .iter()
+                .filter_map(|(round, c)| {
+                    let (_, d) = dovecot.iter().find(|(r, _)| r == round)?;
+                    (*d != 0.0).then(|| c / d)
+                })
+                .collect();
+            let values = |v: &[(u32, f64)]| median(v.iter().map(|(_, x)| *x).collect());
+            let cloudpop_median = values(&cloudpop);
+            let ratio_median = median(ratios.clone());
+            let (goal, note) = metric.goal_for(kind);
+            let verdict = verdict(goal, cloudpop_median, ratio_median, note);
+            out.push(Summary {
+                mode: metric.mode,
+                metric: metric.name,
+                target: kind,
+                cloudpop_median,
+                dovecot_median: values(&dovecot),
+                ratio_min: ratios.iter().copied().reduce(f64::min),
+                ratio_median,
+                ratio_max: ratios.iter().copied().reduce(f64::max),
+                goal,
+                verdict,
+            });
         }
-        let ratios: Vec<f64> = cloudpop
-            .iter()
-            .filter_map(|(round, c)| {
-                let (_, d) = dovecot.iter().find(|(r, _)| r == round)?;
-                (*d != 0.0).then(|| c / d)
-            })
-            .collect();
-        let values = |v: &[(u32, f64)]| median(v.iter().map(|(_, x)| *x).collect());
-        let cloudpop_median = values(&cloudpop);
-        let ratio_median = median(ratios.clone());
-        let verdict = verdict(metric.goal, cloudpop_median, ratio_median, metric.note);
-        out.push(Summary {
-            mode: metric.mode,
-            metric: metric.name,
-            cloudpop_median,
-            dovecot_median: values(&dovecot),
-            ratio_min: ratios.iter().copied().reduce(f64::min),
-            ratio_median,
-            ratio_max: ratios.iter().copied().reduce(f64::max),
-            goal: metric.goal,
-            verdict,
-        });
     }
     out
 }
@@ -447,15 +559,16 @@ fn verdict(goal: Option<Goal>, cloudpop: Option<f64>, ratio: Option<f64>, note: 
 pub(crate) fn summary_table(rows: &[Summary]) -> String {
     let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
     let mut out = format!(
-        "{:<11} {:<18} {:>12} {:>12} {:>9} {:>9} {:>9}  {}\n",
-        "mode", "metric", "cloudpop", "dovecot", "ratio min", "median", "max", "target"
+        "{:<11} {:<15} {:<14} {:>12} {:>12} {:>9} {:>9} {:>9}  {}\n",
+        "mode", "metric", "cloudpop as", "value", "dovecot", "ratio min", "median", "max", "target"
     );
     for s in rows {
         let _ = writeln!(
             out,
-            "{:<11} {:<18} {:>12} {:>12} {:>9} {:>9} {:>9}  {}",
+            "{:<11} {:<15} {:<14} {:>12} {:>12} {:>9} {:>9} {:>9}  {}",
             s.mode.name(),
             s.metric,
+            s.target.name(),
             num(s.cloudpop_median),
             num(s.dovecot_median),
             num(s.ratio_min),
@@ -485,6 +598,51 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(vec![4.0, 1.0]), Some(2.5));
         assert_eq!(median(vec![]), None);
+    }
+
+    fn result(round: u32, target: Kind, mode: Mode, rate: f64) -> ModeResult {
+        let mut r = ModeResult::new(mode, target, 1, 1.0, Tally::default(), None);
+        r.round = round;
+        r.messages_per_s = rate;
+        r.sessions_per_s = rate;
+        r
+    }
+
+    #[test]
+    fn each_cloudpop_setup_is_compared_with_dovecot_in_its_round() {
+        let results = vec![
+            result(0, Kind::Cloudpop, Mode::RetrAll, 300.0),
+            result(0, Kind::CloudpopCloud, Mode::RetrAll, 150.0),
+            result(0, Kind::Dovecot, Mode::RetrAll, 200.0),
+            result(1, Kind::CloudpopCloud, Mode::RetrAll, 250.0),
+            result(1, Kind::Dovecot, Mode::RetrAll, 100.0),
+            result(0, Kind::CloudpopCloud, Mode::StatLarge, 12.0),
+            result(0, Kind::Dovecot, Mode::StatLarge, 20.0),
+            result(0, Kind::Cloudpop, Mode::StatLarge, 18.0),
+            // idle was skipped for cloudpop-cloud: no row for it.
+            result(0, Kind::Dovecot, Mode::Idle, 1.0),
+            result(0, Kind::Cloudpop, Mode::Idle, 1.0),
+        ];
+        let rows = summarize(&results);
+        let find = |mode: Mode, target: Kind| {
+            rows.iter()
+                .find(|s| s.mode == mode && s.target == target)
+                .cloned()
+        };
+        let cloud = find(Mode::RetrAll, Kind::CloudpopCloud).unwrap();
+        assert_eq!(cloud.ratio_min, Some(0.75));
+        assert_eq!(cloud.ratio_max, Some(2.5));
+        assert!(matches!(cloud.goal, Some(Goal::RatioAtLeast(t)) if t == 1.0));
+        let embedded = find(Mode::RetrAll, Kind::Cloudpop).unwrap();
+        assert_eq!(embedded.ratio_median, Some(1.5));
+        assert!(matches!(embedded.goal, Some(Goal::RatioAtLeast(t)) if t == 1.5));
+        // At most 2× slower: a ratio of 0.6 meets it, while the embedded 0.9 misses ≥ 1×.
+        let stat = find(Mode::StatLarge, Kind::CloudpopCloud).unwrap();
+        assert!(stat.verdict.starts_with("met"), "{}", stat.verdict);
+        let stat = find(Mode::StatLarge, Kind::Cloudpop).unwrap();
+        assert!(stat.verdict.starts_with("MISSED"), "{}", stat.verdict);
+        assert!(find(Mode::Idle, Kind::CloudpopCloud).is_none());
+        assert!(find(Mode::Idle, Kind::Cloudpop).is_some());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A whole run: build the corpus, start and seed the servers, run every mode against every
-//! target round after round (alternating which target goes first), stop the servers.
+//! target round after round (rotating which target goes first), stop the servers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,9 +11,9 @@ use serde::Serialize;
 use crate::corpus::Corpus;
 use crate::machine::Machine;
 use crate::plan::Plan;
-use crate::report::{self, ModeResult, Summary};
+use crate::report::{self, ModeResult, Skipped, Summary};
 use crate::seed;
-use crate::servers::{Kind, Server, cloudpop, dovecot};
+use crate::servers::{Kind, Server, backing, cloud, cloudpop, dovecot};
 use crate::verify::Registry;
 use crate::workload;
 
@@ -26,9 +26,12 @@ pub(crate) struct Report {
     pub(crate) command: String,
     pub(crate) machine: Machine,
     pub(crate) dovecot_version: Option<String>,
+    /// The S3 and Redis servers of `cloudpop-cloud`, when it ran.
+    pub(crate) cloud_backends: Option<String>,
     pub(crate) cloudpop_bin: String,
     pub(crate) plan: Plan,
     pub(crate) results: Vec<ModeResult>,
+    pub(crate) skipped: Vec<Skipped>,
     pub(crate) summary: Vec<Summary>,
     pub(crate) passed: usize,
     pub(crate) failed: usize,
@@ -38,6 +41,15 @@ pub(crate) async fn run(plan: &Plan) -> anyhow::Result<Report> {
     let kinds = plan.targets();
     let dovecot_version = if kinds.contains(&Kind::Dovecot) {
         Some(dovecot::check_installed(&plan.dovecot_bin).await?)
+    } else {
+        None
+    };
+    let cloud_backends = if kinds.contains(&Kind::CloudpopCloud) {
+        Some(format!(
+            "{}; {}",
+            backing::version(&plan.s3s_fs_bin).await,
+            backing::version(&plan.redis_server_bin).await
+        ))
     } else {
         None
     };
@@ -69,7 +81,7 @@ pub(crate) async fn run(plan: &Plan) -> anyhow::Result<Report> {
             stop_error = Some(e);
         }
     }
-    let results = outcome?;
+    let (results, skipped) = outcome?;
     if let Some(e) = stop_error {
         return Err(e.context("stopping a server"));
     }
@@ -78,12 +90,14 @@ pub(crate) async fn run(plan: &Plan) -> anyhow::Result<Report> {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine,
         dovecot_version,
+        cloud_backends,
         cloudpop_bin: plan.cloudpop_bin.display().to_string(),
         plan: plan.clone(),
         summary: report::summarize(&results),
         failed: results.len() - passed,
         passed,
         results,
+        skipped,
     })
 }
 
@@ -106,6 +120,23 @@ async fn start_servers(
                 );
                 hashes = Some(made);
                 servers.push(Server::Cloudpop(server));
+            }
+            Kind::CloudpopCloud => {
+                // The embedded target's users file, when it runs too: the same hashes.
+                let users_file = servers.iter().find_map(|s| match s {
+                    Server::Cloudpop(c) => Some(c.users_file()),
+                    _ => None,
+                });
+                let (server, made) = cloud::setup(plan, corpus, users_file.as_deref()).await?;
+                eprintln!(
+                    "bench: cloudpop-cloud running: POP3 {}, LMTP {}, auth gRPC {}; {}",
+                    server.pop3(),
+                    server.lmtp(),
+                    server.grpc,
+                    server.backends()
+                );
+                hashes.get_or_insert(made);
+                servers.push(Server::CloudpopCloud(Box::new(server)));
             }
             Kind::Dovecot => {
                 // The very hashes cloudpop stored, or ones made with the same parameters.
@@ -136,21 +167,34 @@ async fn measure(
     plan: &Plan,
     corpus: &Arc<Corpus>,
     servers: &mut [Server],
-) -> anyhow::Result<Vec<ModeResult>> {
+) -> anyhow::Result<(Vec<ModeResult>, Vec<Skipped>)> {
     let registries: Vec<Arc<Registry>> = servers
         .iter()
         .map(|_| Arc::new(Registry::new(corpus.users.len())))
         .collect();
     let mut results = Vec::new();
+    let mut skipped = Vec::new();
     println!("{}", report::row_header());
     for round in 0..plan.rounds {
         for &mode in &plan.modes {
-            // Alternate which target goes first, so that drift on a noisy machine does
-            // not always favour the same one.
+            // Rotate which target goes first, so that drift on a noisy machine does not
+            // always favour the same one.
             let n = servers.len();
             for k in 0..n {
                 let i = (k + round as usize) % n;
                 let server = &mut servers[i];
+                if let Some(reason) = workload::skip_reason(mode, server.kind()) {
+                    if round == 0 {
+                        let skip = Skipped {
+                            target: server.kind(),
+                            mode,
+                            reason,
+                        };
+                        println!("{}", skip.row());
+                        skipped.push(skip);
+                    }
+                    continue;
+                }
                 let mut result = workload::run_mode(mode, plan, server, corpus, &registries[i])
                     .await
                     .with_context(|| format!("{} against {}", mode.name(), server.kind().name()))?;
@@ -161,5 +205,5 @@ async fn measure(
             }
         }
     }
-    Ok(results)
+    Ok((results, skipped))
 }

@@ -1,6 +1,8 @@
 //! The servers under test: each started by the bench on loopback, in a temporary directory
 //! of its own, and stopped at the end.
 
+pub(crate) mod backing;
+pub(crate) mod cloud;
 pub(crate) mod cloudpop;
 pub(crate) mod dovecot;
 
@@ -16,9 +18,12 @@ use crate::wire::Conn;
 
 /// Which server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum Kind {
+    /// cloudpop embedded: role `all`, filesystem store, in-process lock, users file.
     Cloudpop,
+    /// cloudpop in cloud mode: S3 store, Redis lock, gRPC auth service, one process each.
+    CloudpopCloud,
     Dovecot,
 }
 
@@ -26,6 +31,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Cloudpop => "cloudpop",
+            Kind::CloudpopCloud => "cloudpop-cloud",
             Kind::Dovecot => "dovecot",
         }
     }
@@ -35,6 +41,8 @@ impl Kind {
 #[derive(Debug)]
 pub(crate) enum Server {
     Cloudpop(cloudpop::Cloudpop),
+    // Boxed: it holds five processes, the other variants one.
+    CloudpopCloud(Box<cloud::CloudpopCloud>),
     Dovecot(dovecot::Dovecot),
 }
 
@@ -42,6 +50,7 @@ impl Server {
     pub(crate) fn kind(&self) -> Kind {
         match self {
             Server::Cloudpop(_) => Kind::Cloudpop,
+            Server::CloudpopCloud(_) => Kind::CloudpopCloud,
             Server::Dovecot(_) => Kind::Dovecot,
         }
     }
@@ -50,6 +59,7 @@ impl Server {
     pub(crate) fn pop3(&self) -> SocketAddr {
         match self {
             Server::Cloudpop(s) => s.pop3,
+            Server::CloudpopCloud(s) => s.pop3(),
             Server::Dovecot(s) => s.pop3,
         }
     }
@@ -58,33 +68,59 @@ impl Server {
     pub(crate) fn lmtp(&self) -> SocketAddr {
         match self {
             Server::Cloudpop(s) => s.lmtp,
+            Server::CloudpopCloud(s) => s.lmtp(),
             Server::Dovecot(s) => s.lmtp,
         }
     }
 
-    /// The process whose tree holds the server's memory.
+    /// The process whose tree holds the server's memory (the POP3 front-end of the cloud
+    /// target, whose memory modes are skipped).
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             Server::Cloudpop(s) => s.child.id(),
+            Server::CloudpopCloud(s) => s.pid(),
             Server::Dovecot(s) => s.child.id(),
         }
+    }
+
+    /// The admin ports of cloudpop's processes, whose `/metrics` count the calls to the
+    /// backends; none for Dovecot.
+    pub(crate) fn admins(&self) -> Vec<SocketAddr> {
+        match self {
+            Server::Cloudpop(s) => vec![s.admin],
+            Server::CloudpopCloud(s) => s.admins(),
+            Server::Dovecot(_) => Vec::new(),
+        }
+    }
+
+    /// The processes whose CPU time a mode reports, each with its descendants: cloudpop's
+    /// one process, the cloud setup's five, Dovecot's master.
+    pub(crate) fn processes(&self) -> Vec<(&'static str, u32)> {
+        let (name, child) = match self {
+            Server::CloudpopCloud(s) => return s.processes(),
+            Server::Cloudpop(s) => ("cloudpop", &s.child),
+            Server::Dovecot(s) => ("dovecot", &s.child),
+        };
+        child.id().map(|pid| (name, pid)).into_iter().collect()
     }
 
     /// Stops the server and starts it again on the same data.
     pub(crate) async fn restart(&mut self) -> anyhow::Result<()> {
         match self {
             Server::Cloudpop(s) => s.restart().await,
+            Server::CloudpopCloud(s) => s.restart().await,
             Server::Dovecot(s) => s.restart().await,
         }
     }
 
     /// Stops the server; keeps its directory when `keep` (and says where).
     pub(crate) async fn stop(self, keep: bool) -> anyhow::Result<()> {
-        let (kind, mut child, dir) = match self {
-            Server::Cloudpop(s) => (Kind::Cloudpop, s.child, s.dir),
-            Server::Dovecot(s) => (Kind::Dovecot, s.child, s.dir),
+        let kind = self.kind();
+        let (stopped, dir) = match self {
+            Server::Cloudpop(mut s) => (terminate(&mut s.child).await, s.dir),
+            Server::CloudpopCloud(s) => s.stop().await,
+            Server::Dovecot(mut s) => (terminate(&mut s.child).await, s.dir),
         };
-        let stopped = terminate(&mut child).await;
         if keep {
             let path: PathBuf = dir.keep();
             eprintln!(

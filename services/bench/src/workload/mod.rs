@@ -14,9 +14,10 @@ use crate::cli::Mode;
 use crate::corpus::Corpus;
 use crate::plan::Plan;
 use crate::report::ModeResult;
-use crate::servers::Server;
+use crate::servers::{Kind, Server};
 use crate::verify::Registry;
 use crate::wire::SessionError;
+use crate::{calls, cpu};
 
 /// Error messages kept per run, for the report.
 const ERROR_SAMPLES: usize = 5;
@@ -98,12 +99,16 @@ pub(crate) struct Tally {
     pub(crate) latencies_us: Vec<u64>,
     pub(crate) errors: u64,
     pub(crate) error_samples: Vec<String>,
+    /// Sessions and messages completed, in the window or not (for the calls per session).
+    pub(crate) done_sessions: u64,
+    pub(crate) done_messages: u64,
     last: Option<Instant>,
 }
 
 impl Tally {
     /// A session that began at `began` completed.
     pub(crate) fn session(&mut self, window: &Window, began: Instant) {
+        self.done_sessions += 1;
         let now = Instant::now();
         if window.counts(now) {
             self.sessions += 1;
@@ -122,6 +127,7 @@ impl Tally {
     /// A message of `bytes` octets was retrieved (or delivered) and checked. With
     /// `began`, its latency is what the mode measures.
     pub(crate) fn message(&mut self, window: &Window, bytes: u64, began: Option<Instant>) {
+        self.done_messages += 1;
         let now = Instant::now();
         if window.counts(now) {
             self.messages += 1;
@@ -148,6 +154,8 @@ impl Tally {
         self.bytes += other.bytes;
         self.latencies_us.extend(other.latencies_us);
         self.errors += other.errors;
+        self.done_sessions += other.done_sessions;
+        self.done_messages += other.done_messages;
         for e in other.error_samples {
             if self.error_samples.len() < ERROR_SAMPLES {
                 self.error_samples.push(e);
@@ -186,6 +194,7 @@ pub(crate) async fn run_mode(
     registry: &Arc<Registry>,
 ) -> anyhow::Result<ModeResult> {
     let concurrency = plan.sessions(mode);
+    let (mut calls, mut cpu_use) = (None, None);
     let (tally, memory, seconds) = match mode {
         Mode::Idle => {
             server.restart().await?;
@@ -204,20 +213,47 @@ pub(crate) async fn run_mode(
             (tally, memory, seconds)
         }
         _ => {
+            let (admins, processes) = (server.admins(), server.processes());
+            let before = scrape(&admins).await;
+            let cpu_before = cpu::snapshot(&processes);
             let ctx = Arc::new(context(plan, server, corpus, registry, true));
             let tally = spawn_tasks(mode, concurrency, &ctx).await?;
             let seconds = ctx.window.seconds(tally.last);
+            let ops = match mode {
+                Mode::Big | Mode::Lmtp => tally.done_messages,
+                _ => tally.done_sessions,
+            };
+            if !processes.is_empty() {
+                // A session process that just ended (Dovecot) counts once its parent has
+                // reaped it; until then it is a zombie whose time shows nowhere.
+                tokio::time::sleep(cpu::REAP_DELAY).await;
+                cpu_use = Some(cpu::delta(&cpu_before, &cpu::snapshot(&processes), ops));
+            }
+            if let (Some(before), Some(after)) = (before, scrape(&admins).await) {
+                calls = Some(calls::delta(&before, &after, ops));
+            }
             (tally, None, seconds)
         }
     };
-    Ok(ModeResult::new(
-        mode,
-        server.kind(),
-        concurrency,
-        seconds,
-        tally,
-        memory,
-    ))
+    let mut result = ModeResult::new(mode, server.kind(), concurrency, seconds, tally, memory);
+    result.backend_calls = calls;
+    result.cpu = cpu_use;
+    Ok(result)
+}
+
+/// The backend calls counted so far by cloudpop's processes at `admins`; `None` for
+/// Dovecot, or when they cannot be read (which only costs the report a line).
+async fn scrape(admins: &[SocketAddr]) -> Option<calls::Snapshot> {
+    if admins.is_empty() {
+        return None;
+    }
+    match calls::snapshot(admins).await {
+        Ok(snapshot) => Some(snapshot),
+        Err(e) => {
+            eprintln!("bench: cannot read the backend calls: {e:#}");
+            None
+        }
+    }
 }
 
 fn context(
@@ -258,4 +294,16 @@ async fn spawn_tasks(mode: Mode, concurrency: usize, ctx: &Arc<Ctx>) -> anyhow::
         total.merge(tally?);
     }
     Ok(total)
+}
+
+/// Why `mode` does not run against `kind`, when it does not.
+pub(crate) fn skip_reason(mode: Mode, kind: Kind) -> Option<&'static str> {
+    match (mode, kind) {
+        (Mode::Idle | Mode::BigRss, Kind::CloudpopCloud) => Some(
+            "memory is not measured for cloudpop-cloud: it is spread over five processes \
+             (pop3, lmtp, auth, s3s-fs, redis-server) sized separately in a deployment, and \
+             their sum against Dovecot's process tree would mislead",
+        ),
+        _ => None,
+    }
 }
