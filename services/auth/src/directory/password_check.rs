@@ -59,7 +59,7 @@ pub(crate) struct CheckUnavailable;
 
 /// Checks passwords against stored argon2id hashes: the cache first, then a hashing thread.
 pub(crate) struct PasswordChecker {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     cache: Option<VerifiedCache>,
 }
 
@@ -85,12 +85,12 @@ impl PasswordChecker {
                 .name(format!("password-check-{n}"))
                 .spawn(move || hashing_thread(&queue))?;
         }
-        let cache = (settings.cache_entries > 0)
-            .then(|| VerifiedCache::new(settings.cache_entries, settings.cache_ttl));
-        Ok(Self {
-            jobs: Mutex::new(jobs),
-            cache,
-        })
+        let cache = if settings.cache_entries > 0 {
+            VerifiedCache::new(settings.cache_entries, settings.cache_ttl)
+        } else {
+            None
+        };
+        Ok(Self { jobs, cache })
     }
 
     /// Whether `password` matches `digest`. A cache hit answers at once; otherwise the check
@@ -116,7 +116,7 @@ impl PasswordChecker {
             password,
             reply,
         };
-        lock(&self.jobs).send(job).map_err(|_| CheckUnavailable)?;
+        self.jobs.send(job).map_err(|_| CheckUnavailable)?;
         let matched = answer.await.map_err(|_| CheckUnavailable)?;
         if matched && let (Some(cache), Some(key)) = (&self.cache, key) {
             cache.insert(key);
@@ -162,19 +162,20 @@ struct CacheState {
 }
 
 impl VerifiedCache {
-    fn new(entries: usize, ttl: Duration) -> Self {
-        let mut key = [0u8; 32];
-        // Without the system's randomness the process cannot make session challenges or
-        // lease tokens either; a fixed key here would still keep passwords out of the cache.
-        if getrandom::fill(&mut key).is_err() {
-            tracing::warn!("no system randomness for the password cache key");
+    /// A cache under a fresh random key; `None` (no cache) if the system has no randomness
+    /// to give, since a guessable key would make entries testable offline.
+    fn new(entries: usize, ttl: Duration) -> Option<Self> {
+        let mut key = [0u8; 64];
+        if let Err(error) = getrandom::fill(&mut key) {
+            tracing::warn!(%error, "no system randomness: passwords are not cached");
+            return None;
         }
-        Self {
-            hmac: Hmac::new_from_slice(&key).unwrap_or_else(|_| unreachable!("any key length")),
+        Some(Self {
+            hmac: Hmac::new(&key.into()),
             entries,
             ttl,
             state: Mutex::new(CacheState::default()),
-        }
+        })
     }
 
     fn key(&self, digest: &PasswordDigest, password: &Secret) -> CacheKey {
@@ -302,7 +303,7 @@ mod tests {
 
     #[test]
     fn the_cache_is_bounded_oldest_first() {
-        let cache = VerifiedCache::new(3, Duration::from_secs(60));
+        let cache = VerifiedCache::new(3, Duration::from_secs(60)).unwrap();
         let keys: Vec<CacheKey> = (0..5u8).map(|n| [n; 32]).collect();
         for key in &keys {
             cache.insert(*key);
@@ -320,7 +321,7 @@ mod tests {
 
     #[test]
     fn entries_expire() {
-        let cache = VerifiedCache::new(10, Duration::from_millis(30));
+        let cache = VerifiedCache::new(10, Duration::from_millis(30)).unwrap();
         cache.insert([1; 32]);
         assert!(cache.contains(&[1; 32]));
         std::thread::sleep(Duration::from_millis(40));
