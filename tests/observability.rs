@@ -596,6 +596,7 @@ fn a_session_trace_has_its_commands_its_storage_calls_and_the_auth_service() {
     pop.login_ok("alice@acme.example", "alice's secret");
     assert!(pop.cmd("STAT").starts_with("+OK 1 "));
     pop.retr(1);
+    assert!(pop.cmd("DELE 1").starts_with("+OK"));
     assert!(pop.quit().starts_with("+OK"));
 
     // Wait for the session span (it ends last) and the auth service's span of its login.
@@ -639,7 +640,7 @@ fn a_session_trace_has_its_commands_its_storage_calls_and_the_auth_service() {
         .copied()
         .filter(|s| s.parent == session.span_id)
         .collect();
-    for command in ["USER", "PASS", "STAT", "RETR", "QUIT"] {
+    for command in ["USER", "PASS", "STAT", "RETR", "DELE", "QUIT"] {
         assert!(
             commands.iter().any(|s| s.name == command),
             "no {command} child of the session: {:?}",
@@ -661,7 +662,9 @@ fn a_session_trace_has_its_commands_its_storage_calls_and_the_auth_service() {
     let list = child_of("PASS", "store.list");
     assert_eq!(list.attributes["backend"], "s3");
     child_of("RETR", "store.open");
+    // UPDATE: the fencing check, the delete of what DELE marked, the release.
     child_of("QUIT", "lock.check");
+    child_of("QUIT", "store.delete");
     child_of("QUIT", "lock.release");
 
     // The auth service's span continues the trace, under the front-end's call.
