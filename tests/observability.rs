@@ -58,7 +58,7 @@ fn deploy(options: &[(&str, &str)]) -> Deployment {
     let lmtp = with(front_end("lmtp", &redis, &s3, &auth)).start();
     let pop3 = with(front_end("pop3", &redis, &s3, &auth)).start();
     let admin = |args: &[&str], stdin: &str| {
-        let out = admin_remote(auth.grpc, args, stdin);
+        let out = admin_remote(auth.grpc, None, args, stdin);
         assert!(out.status.success(), "admin {args:?}: {}", out.stderr);
     };
     admin(&["tenant", "add", "acme", "--domain", "acme.example"], "");

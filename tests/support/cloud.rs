@@ -1,6 +1,7 @@
 //! A cloud-mode deployment for end-to-end tests: a real `redis-server`, a real S3 server
 //! (`s3s-fs`), one `auth`, one `lmtp` and two `pop3` processes of the built binary.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::backends::{self, ACCESS_KEY, BUCKET, Process, SECRET_KEY};
@@ -10,6 +11,9 @@ use super::{Server, ServerBuilder, admin_remote};
 pub const LOCK_TTL: Duration = Duration::from_secs(3);
 
 pub struct Cloud {
+    /// The admin token file: role `auth` requires the token, `admin` sends it.
+    pub admin_token: PathBuf,
+    _secrets: tempfile::TempDir,
     pub redis: Process,
     pub s3: Process,
     pub auth: Server,
@@ -63,13 +67,21 @@ impl Cloud {
 
     /// Starts the deployment, letting `pop3` adjust the options of both POP3 pods.
     pub fn start_with(pop3: impl Fn(ServerBuilder) -> ServerBuilder) -> Cloud {
+        let secrets = tempfile::tempdir().expect("tempdir");
+        let admin_token = secrets.path().join("admin-token");
+        std::fs::write(&admin_token, "e2e-admin-token-7f3a9c\n").expect("admin token");
         let redis = backends::redis();
         let s3 = backends::s3();
-        let auth = Server::builder().role("auth").start();
+        let auth = Server::builder()
+            .role("auth")
+            .option("AUTH__ADMIN_TOKEN_FILE", &admin_token.display().to_string())
+            .start();
         let lmtp = front_end("lmtp", &redis, &s3, &auth).start();
         let pop_a = pop3(front_end("pop3", &redis, &s3, &auth)).start();
         let pop_b = pop3(front_end("pop3", &redis, &s3, &auth)).start();
         Cloud {
+            admin_token,
+            _secrets: secrets,
             redis,
             s3,
             auth,
@@ -81,7 +93,7 @@ impl Cloud {
 
     /// Runs `cloudpop admin --remote ARGS` and asserts success.
     pub fn admin(&self, args: &[&str], stdin: &str) -> String {
-        let out = admin_remote(self.auth.grpc, args, stdin);
+        let out = admin_remote(self.auth.grpc, Some(&self.admin_token), args, stdin);
         assert!(
             out.status.success(),
             "admin {args:?}: {}\n{}",

@@ -418,11 +418,24 @@ pub fn run_cli(
 }
 
 /// Runs `cloudpop admin --remote ARGS` against the auth service at `grpc`.
-pub fn admin_remote(grpc: SocketAddr, args: &[&str], stdin: &str) -> Output {
-    let env = HashMap::from([(
+/// Runs `cloudpop admin --remote ARGS` against the auth service at `grpc`, sending the admin
+/// token in `token_file` when given.
+pub fn admin_remote(
+    grpc: SocketAddr,
+    token_file: Option<&std::path::Path>,
+    args: &[&str],
+    stdin: &str,
+) -> Output {
+    let mut env = HashMap::from([(
         "CLOUDPOP_AUTH__ENDPOINT".to_owned(),
         format!("http://{grpc}"),
     )]);
+    if let Some(path) = token_file {
+        env.insert(
+            "CLOUDPOP_AUTH__ADMIN_TOKEN_FILE".to_owned(),
+            path.display().to_string(),
+        );
+    }
     let mut full = vec!["admin", "--remote"];
     full.extend_from_slice(args);
     run_cli(&env, None, &full, stdin)

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use cloudpop_auth::grpc::{AdminClient, AdminError, GrpcAuthenticator, GrpcClientConfig, serve};
+use cloudpop_auth::grpc::{
+    AdminAccess, AdminClient, AdminError, GrpcAuthenticator, GrpcClientConfig, serve,
+};
 use cloudpop_auth::{
     AuthFailure, AuthRequest, Authenticator, BearerScheme, Credential, Directory,
     DirectoryAuthenticator, Login, LookupError, Policy, Principal, Secret,
@@ -95,7 +97,13 @@ impl Server {
         let shutdown = CancellationToken::new();
         // The listener is bound already: connections made from now on queue until the
         // server accepts them, so no readiness wait is needed.
-        let task = tokio::spawn(serve(listener, directory, None, shutdown.clone()));
+        let task = tokio::spawn(serve(
+            listener,
+            directory,
+            None,
+            AdminAccess::open(),
+            shutdown.clone(),
+        ));
         Server {
             _dir: dir,
             endpoint,

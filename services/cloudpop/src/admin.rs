@@ -13,6 +13,7 @@ use cloudpop_auth::grpc::AdminClient;
 use cloudpop_auth::{Directory, Login, Policy, Secret, TenantInfo, UserId, UserInfo};
 use cloudpop_maildrop::TenantId;
 
+use crate::backends;
 use crate::cli::{AdminArgs, AdminCommand, DomainCommand, TenantCommand, UserCommand};
 use crate::config::{AuthBackend, Config};
 use crate::demo_user::ensure_domain;
@@ -22,14 +23,18 @@ use crate::pop_url::pop_url;
 enum Target {
     /// The users file of the embedded default (`users.file`).
     File(PathBuf),
-    /// The auth service at `auth.endpoint`.
-    Remote(AdminClient),
+    /// The auth service at `auth.endpoint` (boxed: a client is much larger than a path).
+    Remote(Box<AdminClient>),
 }
 
 /// Runs one admin command.
 pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
     let target = if args.remote || config.auth.backend == AuthBackend::Grpc {
-        Target::Remote(AdminClient::connect(&config.auth.endpoint, config.auth.timeout).await?)
+        let client = AdminClient::connect(&config.auth.endpoint, config.auth.timeout).await?;
+        match backends::admin_token(config)? {
+            Some(token) => Target::Remote(Box::new(client.with_token(&token)?)),
+            None => Target::Remote(Box::new(client)),
+        }
     } else {
         let path = config.users_file();
         if let Some(parent) = path.parent() {

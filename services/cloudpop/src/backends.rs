@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use cloudpop_auth::directory::ReloadMetrics;
 use cloudpop_auth::grpc::{GrpcAuthenticator, GrpcClientConfig, GrpcClientMetrics};
-use cloudpop_auth::{Authenticator, DirectoryAuthenticator};
+use cloudpop_auth::{Authenticator, DirectoryAuthenticator, Secret};
 use cloudpop_limits::{InProcessLimits, Limits, RedisLimits, RedisLimitsConfig};
 use cloudpop_maildrop::{
     FsStore, InProcessLock, InstrumentedLock, InstrumentedStore, MaildropLock, MessageStore,
@@ -63,6 +63,23 @@ pub async fn authenticator(
             Ok((Arc::new(client), Some(check)))
         }
     }
+}
+
+/// The admin token of `auth.admin_token_file`, if one is configured: the file's contents
+/// without surrounding whitespace, which must not be empty.
+pub fn admin_token(config: &Config) -> anyhow::Result<Option<Secret>> {
+    let Some(path) = &config.auth.admin_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read(path)
+        .with_context(|| format!("cannot read auth.admin_token_file {}", path.display()))?;
+    let token = text.trim_ascii();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "auth.admin_token_file {} is empty",
+        path.display()
+    );
+    Ok(Some(Secret::new(token)))
 }
 
 /// The users file as a live directory, reloaded when it changes (reloads counted in

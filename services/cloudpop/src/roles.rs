@@ -18,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::backends;
 use crate::config::{AuthBackend, Config};
 use crate::demo_user;
+use cloudpop_auth::grpc::AdminAccess;
 
 /// A serving role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +96,20 @@ pub async fn serve(
     if role == ServingRole::Auth {
         let directory = backends::users_directory(&config, shutdown, &registry)?;
         let metrics = cloudpop_auth::grpc::AuthServerMetrics::new(&registry)?;
+        let admin = match backends::admin_token(&config)? {
+            Some(token) => AdminAccess::token(token),
+            None => {
+                tracing::warn!(
+                    "auth.admin_token_file is not set: admin calls need no token, so keep the \
+                     auth service's port private"
+                );
+                AdminAccess::open()
+            }
+        };
         let listener = bind("auth gRPC", config.auth.listen).await?;
         let token = shutdown.clone();
         tasks.push(Box::pin(async move {
-            cloudpop_auth::grpc::serve(listener, directory, Some(metrics), token)
+            cloudpop_auth::grpc::serve(listener, directory, Some(metrics), admin, token)
                 .await
                 .context("auth gRPC server")
         }));

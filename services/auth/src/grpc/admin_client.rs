@@ -8,6 +8,7 @@ use std::time::Duration;
 use cloudpop_maildrop::TenantId;
 use cloudpop_proto::admin::v1 as pb;
 use cloudpop_proto::admin::v1::admin_service_client::AdminServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
@@ -41,6 +42,12 @@ pub enum AdminError {
     /// The login's domain belongs to no tenant, or the directory file is invalid.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The auth service requires an admin token, and none or a wrong one was sent.
+    #[error("the auth service refused the admin call: {0} (set auth.admin_token_file)")]
+    Unauthenticated(String),
+    /// The admin token cannot be sent (it is not printable ASCII).
+    #[error("the admin token must be printable ASCII")]
+    InvalidToken,
     /// The auth service failed (e.g. could not write the directory).
     #[error("the auth service failed: {0}")]
     Server(String),
@@ -61,6 +68,8 @@ pub struct AdminClient {
     client: AdminServiceClient<Channel>,
     endpoint: String,
     timeout: Duration,
+    /// Sent as `authorization: Bearer …` with every call, when the service requires one.
+    token: Option<MetadataValue<Ascii>>,
 }
 
 impl AdminClient {
@@ -92,7 +101,21 @@ impl AdminClient {
             client: AdminServiceClient::new(channel),
             endpoint: endpoint.to_owned(),
             timeout,
+            token: None,
         })
+    }
+
+    /// Sends `token` with every call, for an auth service that requires an admin token.
+    pub fn with_token(mut self, token: &Secret) -> Result<Self, AdminError> {
+        let bearer = [b"Bearer ".as_slice(), token.expose()].concat();
+        let mut value: MetadataValue<Ascii> = String::from_utf8(bearer)
+            .ok()
+            .and_then(|text| MetadataValue::try_from(text).ok())
+            .ok_or(AdminError::InvalidToken)?;
+        // Never printed by `Debug`.
+        value.set_sensitive(true);
+        self.token = Some(value);
+        Ok(self)
     }
 
     /// Adds tenant `id` owning `domains` (possibly none).
@@ -273,6 +296,11 @@ impl AdminClient {
     fn request<M>(&self, message: M) -> Request<M> {
         let mut request = Request::new(message);
         request.set_timeout(self.timeout);
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
         request
     }
 
@@ -284,6 +312,7 @@ impl AdminClient {
             Code::AlreadyExists => AdminError::AlreadyExists(message),
             Code::InvalidArgument => AdminError::InvalidArgument(message),
             Code::FailedPrecondition => AdminError::FailedPrecondition(message),
+            Code::Unauthenticated => AdminError::Unauthenticated(message),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 AdminError::Unavailable {
                     endpoint: self.endpoint.clone(),

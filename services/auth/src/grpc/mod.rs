@@ -18,10 +18,11 @@
 //! sent to prove itself (a password, digest or bearer token) and new passwords and APOP or
 //! CRAM-MD5 secrets sent by an administrator.
 //!
-//! Not here: TLS on the gRPC port, and authentication of admin callers. Both services share
-//! one listener, so whoever can reach it can edit the directory: keep the port private
-//! (loopback or a NetworkPolicy) until admin calls are authenticated.
+//! Admin callers are admitted by [`AdminAccess`]: with an admin token configured, each admin
+//! call must carry it; without one, whoever reaches the port can edit the directory, so keep
+//! it private (loopback or a NetworkPolicy). Not here: TLS on the gRPC port.
 
+mod admin_access;
 mod admin_client;
 mod admin_service;
 mod auth_service;
@@ -31,6 +32,7 @@ mod metrics;
 mod server;
 mod trace_context;
 
+pub use admin_access::AdminAccess;
 pub use admin_client::{AdminClient, AdminError};
 pub use client::{GrpcAuthenticator, GrpcClientConfig, GrpcClientError};
 pub use metrics::{AuthServerMetrics, GrpcClientMetrics, attempt_outcome};

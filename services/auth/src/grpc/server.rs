@@ -6,9 +6,11 @@ use cloudpop_proto::admin::v1::admin_service_server::AdminServiceServer;
 use cloudpop_proto::auth::v1::auth_service_server::AuthServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use super::admin_access::AdminAccess;
 use super::admin_service::AdminServiceImpl;
 use super::auth_service::AuthServiceImpl;
 use super::metrics::AuthServerMetrics;
@@ -41,7 +43,7 @@ pub enum ServeError {
 /// - `grpc.reflection.v1.ServerReflection`, describing all of the above.
 ///
 /// On shutdown the listener stops accepting and in-flight calls finish before this returns.
-/// The admin service is not authenticated: see the [module docs](super).
+/// Admin calls are admitted by `admin` (a token, or open: see [`AdminAccess`]).
 ///
 /// AuthService calls are timed and counted into `metrics` when given, and each gets a span
 /// that continues the caller's trace (W3C trace context in the request metadata).
@@ -49,6 +51,7 @@ pub async fn serve(
     listener: TcpListener,
     directory: DirectoryAuthenticator,
     metrics: Option<AuthServerMetrics>,
+    admin: AdminAccess,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -58,8 +61,9 @@ pub async fn serve(
         .build_v1()?;
     let auth = AuthServiceServer::new(AuthServiceImpl::new(Arc::new(directory.clone()), metrics))
         .max_decoding_message_size(MAX_REQUEST_SIZE);
-    let admin = AdminServiceServer::new(AdminServiceImpl::new(directory))
+    let admin_service = AdminServiceServer::new(AdminServiceImpl::new(directory))
         .max_decoding_message_size(MAX_REQUEST_SIZE);
+    let admin_service = InterceptedService::new(admin_service, admin);
     health_reporter
         .set_serving::<AuthServiceServer<AuthServiceImpl>>()
         .await;
@@ -83,7 +87,7 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(auth)
-        .add_service(admin)
+        .add_service(admin_service)
         .serve_with_incoming_shutdown(incoming, stopping)
         .await?;
     Ok(())

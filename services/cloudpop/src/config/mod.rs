@@ -292,6 +292,9 @@ pub struct AuthSection {
     pub apop: bool,
     /// Where role `auth` serves gRPC.
     pub listen: SocketAddr,
+    /// A file holding the admin token. Role `auth` then requires it on every admin call,
+    /// and `cloudpop admin --remote` sends it. Unset: admin calls need no token.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 impl Default for AuthSection {
@@ -303,6 +306,7 @@ impl Default for AuthSection {
             max_attempts: 3,
             apop: false,
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            admin_token_file: None,
         }
     }
 }
