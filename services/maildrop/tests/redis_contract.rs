@@ -8,6 +8,7 @@
     reason = "a test fails by panicking"
 )]
 
+#[path = "../../redis/tests/support/mod.rs"]
 mod redis_support;
 
 use std::time::{Duration, Instant};

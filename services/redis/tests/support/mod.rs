@@ -1,6 +1,9 @@
 //! Real `redis-server` processes for tests: a single node or a three-node Cluster, each on
 //! free loopback ports with its own temporary directory, killed when dropped.
 //!
+//! One file for every crate whose tests need Redis (the maildrop lock, the abuse limits):
+//! they include it with `#[path = "../../redis/tests/support/mod.rs"] mod redis_support;`.
+//!
 //! Readiness is polled (PING, `CLUSTER INFO`), never slept for. The system Redis on 6379 is
 //! never touched: every port here comes from the kernel.
 
@@ -127,7 +130,7 @@ impl RedisServer {
         }
     }
 
-    /// A plain (non-cluster) connection to this server, to look at keys behind the lock.
+    /// A plain (non-cluster) connection to this server, to look at the keys a test wrote.
     pub(crate) fn connection(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .expect("redis URL")
