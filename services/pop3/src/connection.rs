@@ -162,14 +162,7 @@ pub(crate) async fn serve<S>(
     let mut bytes_sent = conn.bytes_sent;
     if outcome == Outcome::StartTls {
         // Boxed: a connection that never says STLS should not carry the TLS state's space.
-        let upgrade = continue_on_tls(
-            conn.stream,
-            &deps,
-            &mut session,
-            &shutdown,
-            slot,
-            (listener, login_deadline),
-        );
+        let upgrade = continue_on_tls(conn, &mut session, &shutdown);
         let (tls_outcome, tls_bytes) = Box::pin(upgrade).await;
         outcome = tls_outcome;
         bytes_sent += tls_bytes;
@@ -193,23 +186,22 @@ pub(crate) async fn serve<S>(
     );
 }
 
-/// After STLS: the handshake, then the same session on TLS. Returns how the session ended
-/// and the bytes sent on TLS.
+/// After STLS: the handshake on the plain connection's stream, then the same session on
+/// TLS, with the plain connection's deadlines and slot. Returns how the session ended and
+/// the bytes sent on TLS.
 async fn continue_on_tls<S>(
-    stream: S,
-    deps: &Arc<Pop3Deps>,
+    plain: Connection<S>,
     session: &mut Session,
     shutdown: &CancellationToken,
-    slot: Option<&ConnectionSlot>,
-    (listener, login_deadline): (&'static str, Instant),
 ) -> (Outcome, u64)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let deps = plain.deps;
     let Some(tls) = &deps.tls else {
         return (Outcome::TlsFailed, 0);
     };
-    let handshake = tls.acceptor().accept(stream);
+    let handshake = tls.acceptor().accept(plain.stream);
     let handshake = timeout(deps.config.idle_timeout_authorization, handshake).await;
     let tls_outcome = match &handshake {
         Ok(Ok(_)) => "ok",
@@ -226,9 +218,9 @@ where
             let mut conn = Connection::new(
                 stream,
                 deps.clone(),
-                slot.cloned(),
-                login_deadline,
-                listener,
+                plain.slot,
+                plain.login_deadline,
+                plain.listener,
             );
             let outcome = conn.run(session, shutdown).await;
             (outcome, conn.bytes_sent)

@@ -321,10 +321,11 @@ mod tests {
 
     #[test]
     fn entries_expire() {
-        let cache = VerifiedCache::new(10, Duration::from_millis(30)).unwrap();
+        // Long enough that a loaded machine does not expire it before the first look.
+        let cache = VerifiedCache::new(10, Duration::from_millis(500)).unwrap();
         cache.insert([1; 32]);
         assert!(cache.contains(&[1; 32]));
-        std::thread::sleep(Duration::from_millis(40));
+        std::thread::sleep(Duration::from_millis(550));
         assert!(!cache.contains(&[1; 32]));
         cache.insert([2; 32]);
         assert_eq!(cache.len(), 1, "the expired entry is dropped on insert");

@@ -6,12 +6,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::process::{Child, Command};
 
-use super::{free_port, log_tail};
+use super::{free_port, wait_until};
 
 /// The bucket the S3 server starts with, and the credentials it accepts.
 pub(crate) const BUCKET: &str = "cloudpop-bench";
@@ -118,26 +118,16 @@ async fn start(
         .spawn()
         .with_context(|| format!("starting {name} ({}): {install}", bin.display()))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!(
-                "{name} exited ({status}) before accepting connections on {addr}; its log {}:\n{}",
-                log.display(),
-                log_tail(log)
-            );
-        }
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(Backing { name, child, port });
-        }
-        if Instant::now() > deadline {
-            let _ = child.start_kill();
-            bail!(
-                "{name} did not accept connections on {addr} within 15 s; its log {}:\n{}",
-                log.display(),
-                log_tail(log)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("connections accepted on {addr}");
+    let accepts = || async move { tokio::net::TcpStream::connect(addr).await.is_ok() };
+    // On failure the child is dropped, which kills it (`kill_on_drop`).
+    wait_until(
+        (name, &what),
+        &mut child,
+        log,
+        Duration::from_secs(15),
+        accepts,
+    )
+    .await?;
+    Ok(Backing { name, child, port })
 }

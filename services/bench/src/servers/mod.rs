@@ -167,29 +167,59 @@ pub(crate) async fn wait_for_greeting(
     child: &mut Child,
     log: &std::path::Path,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let what = format!("a greeting on {addr}");
+    wait_until(
+        ("the server", &what),
+        child,
+        log,
+        Duration::from_secs(30),
+        || async {
+            match Conn::connect(addr, Duration::from_secs(2)).await {
+                Ok(mut conn) => conn
+                    .read_line()
+                    .await
+                    .is_ok_and(|line| line.starts_with(prefix)),
+                Err(_) => false,
+            }
+        },
+    )
+    .await
+}
+
+/// Polls `ready` until it answers true. Fails, with the end of `log`, as soon as `child`
+/// exits, or after `within`; `(name, what)` name the process and what was awaited.
+pub(crate) async fn wait_until<F, Fut>(
+    (name, what): (&str, &str),
+    child: &mut Child,
+    log: &std::path::Path,
+    within: Duration,
+    mut ready: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait()? {
             bail!(
-                "the server exited ({status}) before answering on {addr}; its log {}:\n{}",
+                "{name} exited ({status}) while waiting for {what}; its log {}:\n{}",
                 log.display(),
                 log_tail(log)
             );
         }
-        if let Ok(mut conn) = Conn::connect(addr, Duration::from_secs(2)).await
-            && let Ok(line) = conn.read_line().await
-            && line.starts_with(prefix)
-        {
+        if ready().await {
             return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
-                "no greeting on {addr} within 30 s; the server's log {}:\n{}",
+                "{name}: no {what} within {} s; its log {}:\n{}",
+                within.as_secs(),
                 log.display(),
                 log_tail(log)
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
