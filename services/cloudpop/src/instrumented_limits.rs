@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloudpop_limits::{ConnectionSlot, Limits, LimitsError, PenaltyPolicy, SessionSlot};
+use cloudpop_limits::{
+    Admission, ConnectionSlot, Limits, LimitsError, LoginThrottle, SessionSlot,
+};
 use prometheus::{HistogramOpts, HistogramVec, Registry};
 use tracing::Instrument;
 
@@ -132,32 +134,18 @@ impl<L: Limits> Limits for InstrumentedLimits<L> {
             .await
     }
 
-    async fn login_penalty(
+    async fn admit_login(
         &self,
         client: IpAddr,
-        user_key: Option<&str>,
-    ) -> Result<Duration, LimitsError> {
-        let call = self.inner.login_penalty(client, user_key);
-        self.timed(("limits.login_penalty", "login_penalty"), call)
+        user_key: &str,
+        throttle: &LoginThrottle,
+    ) -> Result<Admission, LimitsError> {
+        let call = self.inner.admit_login(client, user_key, throttle);
+        self.timed(("limits.admit_login", "admit_login"), call)
             .await
     }
 
-    async fn record_failure(
-        &self,
-        client: IpAddr,
-        user_key: Option<&str>,
-        policy: &PenaltyPolicy,
-    ) -> Result<Duration, LimitsError> {
-        let call = self.inner.record_failure(client, user_key, policy);
-        self.timed(("limits.record_failure", "record_failure"), call)
-            .await
-    }
-
-    async fn record_success(
-        &self,
-        client: IpAddr,
-        user_key: Option<&str>,
-    ) -> Result<(), LimitsError> {
+    async fn record_success(&self, client: IpAddr, user_key: &str) -> Result<(), LimitsError> {
         let call = self.inner.record_success(client, user_key);
         self.timed(("limits.record_success", "record_success"), call)
             .await

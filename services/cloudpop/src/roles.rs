@@ -147,6 +147,7 @@ pub async fn serve(
                 config: config.pop3_config().map_err(anyhow::Error::msg)?,
                 tls,
                 limits,
+                local_limits: Arc::new(cloudpop_limits::InProcessLimits::new()),
                 metrics,
             });
             let token = shutdown.clone();

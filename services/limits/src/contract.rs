@@ -4,7 +4,7 @@
 //! The suite takes a `scope`: a short string unique to the run (e.g. `redis-4f2a`). User
 //! keys start with it, and client addresses are derived from it (IPv6 in `fd00::/8`, IPv4
 //! in `198.18.0.0/15`), so that runs sharing one backend — even at the same time — never
-//! count each other's slots or failures. Slots are closed at the end; failure counts and
+//! count each other's slots or attempts. Slots are closed at the end; login attempts and
 //! login delays are left to expire (within a minute).
 //!
 //! These are test helpers, compiled into the library so that other crates' tests can call
@@ -16,8 +16,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use crate::limits::Limits;
-use crate::penalty::PenaltyPolicy;
 use crate::slot::{ConnectionSlot, SessionSlot};
+use crate::throttle::{Admission, LoginThrottle, ThrottlePolicy};
 
 /// Checks every promise of [`Limits`] against `limits`, panicking on the first broken one.
 ///
@@ -31,14 +31,16 @@ pub async fn limits<L: Limits + ?Sized>(limits: &L, scope: &str) {
     connection_caps(limits, scope).await;
     client_networks_share_a_count(limits, scope).await;
     session_caps_per_user(limits, scope).await;
-    penalties_grow_and_are_capped(limits, scope).await;
-    success_resets_the_user_not_the_client(limits, scope).await;
+    attempts_at_one_login_are_spaced(limits, scope).await;
+    attempts_from_one_network_are_spaced(limits, scope).await;
+    a_refusal_counts_only_with_the_holder_that_admitted(limits, scope).await;
+    success_forgets_the_login_and_refunds_the_network(limits, scope).await;
     tokio::join!(
         connection_slot_lapses(limits, scope),
         connection_refresh_keeps_the_slot(limits, scope),
         session_slot_lapses(limits, scope),
         session_refresh_keeps_the_slot(limits, scope),
-        failures_expire_a_window_after_the_latest(limits, scope),
+        attempts_expire_a_window_after_the_latest(limits, scope),
         login_delay_admits_one_login_per_delay(limits, scope),
     );
 }
@@ -50,12 +52,32 @@ const STEP: Duration = Duration::from_millis(250);
 const PAST_SHORT_TTL: Duration = Duration::from_millis(600);
 const LONG_TTL: Duration = Duration::from_secs(60);
 
-/// Penalties 100, 200, 400, 800, then 1000 ms, remembered for a minute.
-fn policy() -> PenaltyPolicy {
-    PenaltyPolicy {
-        base: ms(100),
-        max: ms(1000),
+/// How far a backend's wait may fall short of the spacing: the time between two calls.
+const WAIT_SLACK: Duration = Duration::from_millis(150);
+
+/// Spacing of 10, 20, then 40 s after the free attempts, remembered for a minute: long
+/// enough that no check waits for a turn, and a wait is told from another by far more than
+/// the time between two calls.
+fn spaced(free_attempts: u64) -> ThrottlePolicy {
+    ThrottlePolicy {
+        free_attempts,
+        base: ms(10_000),
+        max: ms(40_000),
         window: LONG_TTL,
+    }
+}
+
+/// Never spaced: for the holder a check is not about.
+fn unspaced() -> ThrottlePolicy {
+    spaced(1_000)
+}
+
+/// Logins spaced after one free attempt, networks never; waits up to 45 s.
+fn per_login_throttle() -> LoginThrottle {
+    LoginThrottle {
+        per_login: spaced(1),
+        per_network: unspaced(),
+        max_wait: ms(45_000),
     }
 }
 
@@ -210,105 +232,113 @@ async fn session_caps_per_user(limits: &(impl Limits + ?Sized), scope: &str) {
     }
 }
 
-async fn penalties_grow_and_are_capped(limits: &(impl Limits + ?Sized), scope: &str) {
-    let policy = policy();
-    let (client, guessed) = (v6(scope, 5, 1), user(scope, "a", "guessed"));
-    assert_eq!(
-        penalty(limits, client, Some(&guessed)).await,
-        Duration::ZERO,
-        "no failures, no penalty"
-    );
-    for expected in [100, 200, 400, 800, 1000, 1000] {
-        assert_eq!(
-            fail(limits, client, Some(&guessed), &policy).await,
-            ms(expected),
-            "penalty returned by record_failure"
-        );
-        assert_eq!(
-            penalty(limits, client, Some(&guessed)).await,
-            ms(expected),
-            "penalty after the failure"
-        );
+async fn attempts_at_one_login_are_spaced(limits: &(impl Limits + ?Sized), scope: &str) {
+    let throttle = per_login_throttle();
+    let guessed = user(scope, "a", "guessed");
+    // From a fresh network each time: only the login's count matters. Turns at 0, 0 (free),
+    // 10 s, 30 s; the next would be at 70 s, beyond the 45 s wait.
+    for (host, expected) in [(1, 0), (2, 0), (3, 10_000), (4, 30_000)] {
+        let admission = admit(limits, v6(scope, 100 + host, 1), &guessed, &throttle).await;
+        assert_admitted(admission, ms(expected), "attempt at a spaced login");
     }
-    let elsewhere = v6(scope, 6, 1);
-    assert_eq!(
-        penalty(limits, client, None).await,
-        ms(1000),
-        "the client's own penalty"
-    );
-    assert_eq!(
-        penalty(limits, elsewhere, Some(&guessed)).await,
-        ms(1000),
-        "the user's penalty from a fresh client"
-    );
+    for host in 5..=6 {
+        let admission = admit(limits, v6(scope, 100 + host, 1), &guessed, &throttle).await;
+        assert_throttled(admission, ms(70_000), "attempt beyond the longest wait");
+    }
     let innocent = user(scope, "a", "innocent");
-    assert_eq!(
-        penalty(limits, elsewhere, Some(&innocent)).await,
-        Duration::ZERO,
-        "a fresh client and a fresh user"
-    );
+    let admission = admit(limits, v6(scope, 107, 1), &innocent, &throttle).await;
+    assert_admitted(admission, Duration::ZERO, "another login is not spaced");
+}
 
-    // Failures without a user count for the client only.
-    let anonymous = v6(scope, 7, 1);
-    fail(limits, anonymous, None, &policy).await;
-    assert_eq!(fail(limits, anonymous, None, &policy).await, ms(200));
-    assert_eq!(
-        penalty(limits, anonymous, Some(&innocent)).await,
-        ms(200),
-        "the client's penalty applies to any user"
-    );
-    assert_eq!(
-        penalty(limits, elsewhere, Some(&innocent)).await,
-        Duration::ZERO,
-        "a failure without a user counted for a user"
-    );
-
-    // The penalty of an attempt is the larger of its client's and its user's.
-    let spread = user(scope, "a", "spread");
-    for host in 1..=3 {
-        fail(limits, v6(scope, 8 + host, 1), Some(&spread), &policy).await;
+async fn attempts_from_one_network_are_spaced(limits: &(impl Limits + ?Sized), scope: &str) {
+    let throttle = LoginThrottle {
+        per_login: unspaced(),
+        per_network: spaced(2),
+        max_wait: ms(15_000),
+    };
+    // Hosts of one /64 count together, each at another login.
+    let mut answers = Vec::new();
+    for host in 1..=5 {
+        let sprayed = user(scope, "b", &format!("sprayed-{host}"));
+        answers.push(admit(limits, v6(scope, 6, host), &sprayed, &throttle).await);
     }
-    assert_eq!(
-        fail(limits, v6(scope, 12, 1), Some(&spread), &policy).await,
-        ms(800),
-        "4th failure of the user from a fresh client"
+    for (answer, expected) in answers.iter().take(4).zip([0, 0, 0, 10_000]) {
+        assert_admitted(*answer, ms(expected), "attempt from a spaced network");
+    }
+    assert_throttled(answers[4], ms(30_000), "attempt beyond the longest wait");
+    let elsewhere = admit(limits, v6(scope, 7, 1), &user(scope, "b", "x"), &throttle).await;
+    assert_admitted(elsewhere, Duration::ZERO, "another network is not spaced");
+}
+
+async fn a_refusal_counts_only_with_the_holder_that_admitted(
+    limits: &(impl Limits + ?Sized),
+    scope: &str,
+) {
+    // The network refuses (no free attempt, a turn 10 s out, waits of at most 5 s); the
+    // login admits and counts.
+    let throttle = LoginThrottle {
+        per_login: spaced(0),
+        per_network: spaced(0),
+        max_wait: ms(5_000),
+    };
+    let (client, target) = (v6(scope, 8, 1), user(scope, "c", "target"));
+    let first = admit(limits, client, &user(scope, "c", "first"), &throttle).await;
+    assert_admitted(first, Duration::ZERO, "the network's first attempt");
+    let refused = admit(limits, client, &target, &throttle).await;
+    assert_throttled(refused, ms(10_000), "the network's second attempt");
+    // Now the login refuses too (its turn is 10 s out): neither holder counts this one.
+    let again = admit(limits, client, &target, &throttle).await;
+    assert_throttled(again, ms(10_000), "a refused attempt must not move the turn");
+    let relaxed = LoginThrottle {
+        max_wait: LONG_TTL,
+        ..throttle
+    };
+    let from_elsewhere = admit(limits, v6(scope, 9, 1), &target, &relaxed).await;
+    assert_admitted(
+        from_elsewhere,
+        ms(10_000),
+        "the login counts the attempt it admitted, not the one it refused",
     );
 }
 
-async fn success_resets_the_user_not_the_client(limits: &(impl Limits + ?Sized), scope: &str) {
-    let policy = policy();
-    let (client, forgetful) = (v6(scope, 13, 1), user(scope, "a", "forgetful"));
-    for _ in 0..3 {
-        fail(limits, client, Some(&forgetful), &policy).await;
-    }
+async fn success_forgets_the_login_and_refunds_the_network(
+    limits: &(impl Limits + ?Sized),
+    scope: &str,
+) {
+    let throttle = LoginThrottle {
+        per_login: spaced(0),
+        per_network: spaced(1),
+        max_wait: LONG_TTL,
+    };
+    let (client, forgetful) = (v6(scope, 10, 1), user(scope, "d", "forgetful"));
+    assert_admitted(
+        admit(limits, client, &forgetful, &throttle).await,
+        Duration::ZERO,
+        "first attempt",
+    );
+    assert_admitted(
+        admit(limits, client, &forgetful, &throttle).await,
+        ms(10_000),
+        "second attempt",
+    );
     limits
-        .record_success(client, Some(&forgetful))
+        .record_success(client, &forgetful)
         .await
         .expect("record_success failed");
-    assert_eq!(
-        penalty(limits, v6(scope, 14, 1), Some(&forgetful)).await,
+    assert_admitted(
+        admit(limits, v6(scope, 11, 1), &forgetful, &throttle).await,
         Duration::ZERO,
-        "success must reset the user"
+        "a success must forget the login's attempts",
     );
-    assert_eq!(
-        penalty(limits, client, Some(&forgetful)).await,
-        ms(400),
-        "success must not reset the client"
+    // The network counted two and was refunded one: its next turn stays (10 s), and the
+    // attempt taking it is its second (spacing 10 s), not its third (20 s).
+    assert_admitted(
+        admit(limits, client, &user(scope, "d", "next"), &throttle).await,
+        ms(10_000),
+        "the network's next turn stays",
     );
-    assert_eq!(
-        fail(limits, client, Some(&forgetful), &policy).await,
-        ms(800),
-        "the client counts on (4th), the user restarts (1st)"
-    );
-    limits
-        .record_success(client, None)
-        .await
-        .expect("record_success without a user failed");
-    assert_eq!(
-        penalty(limits, client, None).await,
-        ms(800),
-        "success without a user must change nothing"
-    );
+    let last = admit(limits, client, &user(scope, "d", "last"), &throttle).await;
+    assert_admitted(last, ms(20_000), "a success must refund one network attempt");
 }
 
 async fn connection_slot_lapses(limits: &(impl Limits + ?Sized), scope: &str) {
@@ -390,32 +420,40 @@ async fn session_refresh_keeps_the_slot(limits: &(impl Limits + ?Sized), scope: 
     close_session(limits, &slot).await;
 }
 
-async fn failures_expire_a_window_after_the_latest(limits: &(impl Limits + ?Sized), scope: &str) {
-    let policy = PenaltyPolicy {
+async fn attempts_expire_a_window_after_the_latest(limits: &(impl Limits + ?Sized), scope: &str) {
+    // Spacing 100, 200, 400, 800 ms, remembered for 400 ms after the latest turn.
+    let policy = ThrottlePolicy {
+        free_attempts: 0,
+        base: ms(100),
+        max: ms(1000),
         window: SHORT_TTL,
-        ..policy()
     };
-    let (client, quiet) = (v6(scope, 17, 1), user(scope, "a", "quiet"));
-    assert_eq!(fail(limits, client, Some(&quiet), &policy).await, ms(100));
+    let throttle = LoginThrottle {
+        per_login: policy,
+        per_network: unspaced(),
+        max_wait: LONG_TTL,
+    };
+    let quiet = user(scope, "e", "quiet");
+    let attempt = |host| admit(limits, v6(scope, 17, host), &quiet, &throttle);
+    assert_admitted(attempt(1).await, Duration::ZERO, "first attempt");
     tokio::time::sleep(STEP).await;
-    assert_eq!(fail(limits, client, Some(&quiet), &policy).await, ms(200));
-    // Past a window after the first failure, within one after the latest.
+    assert_admitted(attempt(2).await, Duration::ZERO, "second, after its turn");
+    // Past a window after the first attempt, within one after the latest: the third counts
+    // on, so the fourth waits 400 ms (100 ms if counting had started afresh).
     tokio::time::sleep(STEP).await;
-    assert_eq!(
-        penalty(limits, client, Some(&quiet)).await,
-        ms(200),
-        "the window must run from the latest failure"
+    assert_admitted(attempt(3).await, Duration::ZERO, "third, after its turn");
+    assert_admitted(
+        attempt(4).await,
+        ms(400),
+        "the window must run from the latest attempt",
     );
-    tokio::time::sleep(PAST_SHORT_TTL).await;
-    assert_eq!(
-        penalty(limits, client, Some(&quiet)).await,
-        Duration::ZERO,
-        "a quiet window must forget the failures"
-    );
-    assert_eq!(
-        fail(limits, client, Some(&quiet), &policy).await,
+    // The fourth's turn is 400 ms out and remembered a window after it.
+    tokio::time::sleep(ms(400) + PAST_SHORT_TTL).await;
+    assert_admitted(attempt(5).await, Duration::ZERO, "after a quiet window");
+    assert_admitted(
+        attempt(6).await,
         ms(100),
-        "counting must start afresh after a quiet window"
+        "counting must start afresh after a quiet window",
     );
 }
 
@@ -505,27 +543,34 @@ async fn close_session(limits: &(impl Limits + ?Sized), slot: &SessionSlot) {
         .unwrap_or_else(|e| panic!("close_session for {} failed: {e}", slot.user_key));
 }
 
-async fn penalty(
+async fn admit(
     limits: &(impl Limits + ?Sized),
     client: IpAddr,
-    user_key: Option<&str>,
-) -> Duration {
+    user_key: &str,
+    throttle: &LoginThrottle,
+) -> Admission {
     limits
-        .login_penalty(client, user_key)
+        .admit_login(client, user_key, throttle)
         .await
-        .unwrap_or_else(|e| panic!("login_penalty for {client}/{user_key:?} failed: {e}"))
+        .unwrap_or_else(|e| panic!("admit_login for {client}/{user_key} failed: {e}"))
 }
 
-async fn fail(
-    limits: &(impl Limits + ?Sized),
-    client: IpAddr,
-    user_key: Option<&str>,
-    policy: &PenaltyPolicy,
-) -> Duration {
-    limits
-        .record_failure(client, user_key, policy)
-        .await
-        .unwrap_or_else(|e| panic!("record_failure for {client}/{user_key:?} failed: {e}"))
+/// `admission` is a turn after `wait`, less at most the time between two calls.
+fn assert_admitted(admission: Admission, wait: Duration, what: &str) {
+    match admission {
+        Admission::Admitted { wait: got } if got <= wait && got + WAIT_SLACK >= wait => {}
+        other => panic!("{what}: expected a turn after {wait:?}, got {other:?}"),
+    }
+}
+
+/// `admission` is refused with a turn `retry_after` out, less at most the time between two
+/// calls.
+fn assert_throttled(admission: Admission, retry_after: Duration, what: &str) {
+    match admission {
+        Admission::Throttled { retry_after: got }
+            if got <= retry_after && got + WAIT_SLACK >= retry_after => {}
+        other => panic!("{what}: expected a refusal for {retry_after:?}, got {other:?}"),
+    }
 }
 
 async fn login_delay(limits: &(impl Limits + ?Sized), user_key: &str, delay: Duration) -> bool {

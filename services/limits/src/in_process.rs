@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use crate::limits::{Limits, LimitsError};
 use crate::network::ClientNetwork;
-use crate::penalty::PenaltyPolicy;
 use crate::slot::{ConnectionSlot, SessionSlot, new_token};
+use crate::throttle::{Admission, LoginThrottle, ThrottlePolicy};
 
 /// How often every map is swept of lapsed entries, so that clients and users that never
 /// come back do not keep memory forever.
@@ -32,24 +32,27 @@ pub struct InProcessLimits {
 struct State {
     /// Live slots per client network (connections) or user (sessions): token → expiry.
     slots: HashMap<Holder, HashMap<String, Instant>>,
-    /// Failure counts per client network and per user.
-    failures: HashMap<Holder, Failures>,
+    /// Login attempts per client network and per user.
+    attempts: HashMap<Holder, Attempts>,
     /// Per user: until when another login is too soon (LOGIN-DELAY).
     logins: HashMap<String, Instant>,
     next_sweep: Option<Instant>,
 }
 
-/// Whom a slot or a failure count belongs to.
+/// Whom a slot or a count of login attempts belongs to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Holder {
     Client(ClientNetwork),
     User(String),
 }
 
+/// One holder's login attempts within its window.
 #[derive(Debug)]
-struct Failures {
+struct Attempts {
+    /// Attempts counted: admitted, and not refunded by a success.
     count: u64,
-    penalty: Duration,
+    /// The earliest turn of the next attempt.
+    next_turn: Instant,
     expires_at: Instant,
 }
 
@@ -96,8 +99,8 @@ impl State {
             slots.retain(|_, expires_at| now < *expires_at);
             !slots.is_empty()
         });
-        self.failures
-            .retain(|_, failures| now < failures.expires_at);
+        self.attempts
+            .retain(|_, attempts| now < attempts.expires_at);
         self.logins.retain(|_, until| now < *until);
         self.next_sweep = Some(expiry(now, SWEEP_EVERY));
     }
@@ -142,27 +145,42 @@ impl State {
         }
     }
 
-    fn record_failure(&mut self, holder: Holder, policy: &PenaltyPolicy, now: Instant) -> Duration {
-        let failures = self.failures.entry(holder).or_insert(Failures {
+    /// Asks `holder` for a turn (see [`crate::throttle`]).
+    fn admit(
+        &mut self,
+        holder: Holder,
+        policy: &ThrottlePolicy,
+        max_wait: Duration,
+        now: Instant,
+    ) -> Admission {
+        let attempts = self.attempts.entry(holder).or_insert(Attempts {
             count: 0,
-            penalty: Duration::ZERO,
+            next_turn: now,
             expires_at: now,
         });
-        if now >= failures.expires_at {
-            // A quiet window passed since the latest failure: start counting afresh.
-            failures.count = 0;
+        if now >= attempts.expires_at {
+            // A quiet window passed since the latest attempt: start counting afresh.
+            attempts.count = 0;
+            attempts.next_turn = now;
         }
-        failures.count = failures.count.saturating_add(1);
-        failures.penalty = policy.penalty_after(failures.count);
-        failures.expires_at = expiry(now, policy.window);
-        failures.penalty
+        let turn = attempts.next_turn.max(now);
+        let wait = turn - now;
+        if wait > max_wait {
+            return Admission::Throttled { retry_after: wait };
+        }
+        attempts.count = attempts.count.saturating_add(1);
+        attempts.next_turn = expiry(turn, policy.spacing_after(attempts.count));
+        attempts.expires_at = expiry(turn, policy.window);
+        Admission::Admitted { wait }
     }
 
-    fn penalty(&self, holder: &Holder, now: Instant) -> Duration {
-        self.failures
-            .get(holder)
-            .filter(|failures| now < failures.expires_at)
-            .map_or(Duration::ZERO, |failures| failures.penalty)
+    /// Takes back one counted attempt of `holder`.
+    fn refund(&mut self, holder: &Holder, now: Instant) {
+        if let Some(attempts) = self.attempts.get_mut(holder)
+            && now < attempts.expires_at
+        {
+            attempts.count = attempts.count.saturating_sub(1);
+        }
     }
 }
 
@@ -217,45 +235,25 @@ impl Limits for InProcessLimits {
         Ok(())
     }
 
-    async fn login_penalty(
+    async fn admit_login(
         &self,
         client: IpAddr,
-        user_key: Option<&str>,
-    ) -> Result<Duration, LimitsError> {
-        let now = Instant::now();
-        let state = self.state(now);
-        let client_penalty = state.penalty(&client_holder(client), now);
-        let user_penalty = user_key.map_or(Duration::ZERO, |user| {
-            state.penalty(&user_holder(user), now)
-        });
-        Ok(client_penalty.max(user_penalty))
-    }
-
-    async fn record_failure(
-        &self,
-        client: IpAddr,
-        user_key: Option<&str>,
-        policy: &PenaltyPolicy,
-    ) -> Result<Duration, LimitsError> {
+        user_key: &str,
+        throttle: &LoginThrottle,
+    ) -> Result<Admission, LimitsError> {
         let now = Instant::now();
         let mut state = self.state(now);
-        let client_penalty = state.record_failure(client_holder(client), policy, now);
-        let user_penalty = user_key.map_or(Duration::ZERO, |user| {
-            state.record_failure(user_holder(user), policy, now)
-        });
-        Ok(client_penalty.max(user_penalty))
+        let max_wait = throttle.max_wait;
+        let network = state.admit(client_holder(client), &throttle.per_network, max_wait, now);
+        let login = state.admit(user_holder(user_key), &throttle.per_login, max_wait, now);
+        Ok(network.and(login))
     }
 
-    async fn record_success(
-        &self,
-        _client: IpAddr,
-        user_key: Option<&str>,
-    ) -> Result<(), LimitsError> {
-        if let Some(user) = user_key {
-            self.state(Instant::now())
-                .failures
-                .remove(&user_holder(user));
-        }
+    async fn record_success(&self, client: IpAddr, user_key: &str) -> Result<(), LimitsError> {
+        let now = Instant::now();
+        let mut state = self.state(now);
+        state.attempts.remove(&user_holder(user_key));
+        state.refund(&client_holder(client), now);
         Ok(())
     }
 
@@ -308,12 +306,25 @@ mod tests {
         "192.0.2.1".parse().unwrap()
     }
 
-    fn policy() -> PenaltyPolicy {
-        PenaltyPolicy {
+    fn throttle() -> LoginThrottle {
+        let policy = ThrottlePolicy {
+            free_attempts: 0,
             base: Duration::from_secs(1),
             max: Duration::from_secs(4),
             window: Duration::from_secs(60),
+        };
+        LoginThrottle {
+            per_login: policy,
+            per_network: ThrottlePolicy {
+                free_attempts: 100,
+                ..policy
+            },
+            max_wait: Duration::from_secs(10),
         }
+    }
+
+    fn admitted(wait: Duration) -> Admission {
+        Admission::Admitted { wait }
     }
 
     #[tokio::test(start_paused = true)]
@@ -350,42 +361,57 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn failures_are_forgotten_a_window_after_the_latest() {
+    async fn attempts_are_forgotten_a_window_after_the_latest() {
         let limits = InProcessLimits::new();
-        let policy = policy();
-        let user = Some("acme/bob");
+        let throttle = throttle();
+        let window = throttle.per_login.window;
+        let admit = || limits.admit_login(client(), "acme/bob", &throttle);
+        assert_eq!(admit().await.unwrap(), admitted(Duration::ZERO));
+        tokio::time::advance(window - MS).await;
+        // Its turn came long ago; the count of one makes the next turn 2 s after this one.
+        assert_eq!(admit().await.unwrap(), admitted(Duration::ZERO));
+        assert_eq!(admit().await.unwrap(), admitted(Duration::from_secs(2)));
+        tokio::time::advance(Duration::from_secs(2) + window - MS).await;
+        assert_eq!(admit().await.unwrap(), admitted(Duration::ZERO));
+        tokio::time::advance(window).await;
+        assert_eq!(admit().await.unwrap(), admitted(Duration::ZERO));
+        assert_eq!(admit().await.unwrap(), admitted(Duration::from_secs(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn turns_are_spaced_and_those_too_far_out_refused_uncounted() {
+        let limits = InProcessLimits::new();
+        let throttle = LoginThrottle {
+            max_wait: Duration::from_secs(5),
+            ..throttle()
+        };
+        let admit = || limits.admit_login(client(), "acme/bob", &throttle);
+        // Five attempts at once: turns at 0, 1, 3 s (spacing 1, 2, 4 capped at 4), then 7 s
+        // is beyond the 5 s wait.
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            answers.push(admit().await.unwrap());
+        }
+        let secs = |s| Duration::from_secs(s);
         assert_eq!(
-            limits
-                .record_failure(client(), user, &policy)
-                .await
-                .unwrap(),
-            Duration::from_secs(1)
+            answers,
+            [
+                admitted(secs(0)),
+                admitted(secs(1)),
+                admitted(secs(3)),
+                Admission::Throttled {
+                    retry_after: secs(7)
+                },
+                Admission::Throttled {
+                    retry_after: secs(7)
+                },
+            ]
         );
-        tokio::time::advance(policy.window - MS).await;
-        assert_eq!(
-            limits
-                .record_failure(client(), user, &policy)
-                .await
-                .unwrap(),
-            Duration::from_secs(2)
-        );
-        tokio::time::advance(policy.window - MS).await;
-        assert_eq!(
-            limits.login_penalty(client(), user).await.unwrap(),
-            Duration::from_secs(2)
-        );
-        tokio::time::advance(MS).await;
-        assert_eq!(
-            limits.login_penalty(client(), user).await.unwrap(),
-            Duration::ZERO
-        );
-        assert_eq!(
-            limits
-                .record_failure(client(), user, &policy)
-                .await
-                .unwrap(),
-            Duration::from_secs(1)
-        );
+        tokio::time::advance(secs(2)).await;
+        assert_eq!(admit().await.unwrap(), admitted(secs(5)));
+        // A success forgets the login's attempts.
+        limits.record_success(client(), "acme/bob").await.unwrap();
+        assert_eq!(admit().await.unwrap(), admitted(Duration::ZERO));
     }
 
     #[tokio::test(start_paused = true)]
@@ -414,26 +440,22 @@ mod tests {
             let user = format!("acme/user-{i}");
             limits.open_connection(client, 1, short).await.unwrap();
             limits.open_session(&user, 1, short).await.unwrap();
-            let policy = PenaltyPolicy {
-                window: short,
-                ..policy()
-            };
-            limits
-                .record_failure(client, Some(&user), &policy)
-                .await
-                .unwrap();
+            let mut throttle = throttle();
+            throttle.per_login.window = short;
+            throttle.per_network.window = short;
+            limits.admit_login(client, &user, &throttle).await.unwrap();
             limits.check_login_delay(&user, short).await.unwrap();
         }
         let elsewhere = IpAddr::from([198, 51, 100, 1]);
         let kept = limits.open_connection(elsewhere, 1, SWEEP_EVERY * 2).await;
         let kept = kept.unwrap().expect("a fresh client's slot");
         tokio::time::advance(SWEEP_EVERY).await;
-        limits.ping().await.unwrap();
-        limits.login_penalty(client(), None).await.unwrap();
+        // Any call that looks at the state sweeps it when due.
+        limits.record_success(elsewhere, "acme/nobody").await.unwrap();
         {
             let state = limits.state.lock().unwrap();
             assert_eq!(state.slots.len(), 1, "only the live slot's holder is kept");
-            assert!(state.failures.is_empty());
+            assert!(state.attempts.is_empty());
             assert!(state.logins.is_empty());
         }
         limits.close_connection(&kept).await.unwrap();
@@ -446,13 +468,21 @@ mod tests {
         let slot = limits.open_session("acme/bob", 1, Duration::MAX).await;
         let slot = slot.unwrap().unwrap();
         assert!(limits.refresh_session(&slot, Duration::MAX).await.unwrap());
-        let policy = PenaltyPolicy {
+        let policy = ThrottlePolicy {
+            free_attempts: 0,
             base: Duration::MAX,
             max: Duration::MAX,
             window: Duration::MAX,
         };
-        let penalty = limits.record_failure(client(), Some("acme/bob"), &policy);
-        assert_eq!(penalty.await.unwrap(), Duration::MAX);
+        let throttle = LoginThrottle {
+            per_login: policy,
+            per_network: policy,
+            max_wait: Duration::MAX,
+        };
+        for _ in 0..3 {
+            let admission = limits.admit_login(client(), "acme/bob", &throttle).await;
+            assert!(matches!(admission.unwrap(), Admission::Admitted { .. }));
+        }
         assert!(
             limits
                 .check_login_delay("acme/bob", Duration::MAX)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::penalty::PenaltyPolicy;
+use crate::throttle::{Admission, LoginThrottle};
 use crate::slot::{ConnectionSlot, SessionSlot};
 
 /// Errors of a limits backend. All are temporary.
@@ -40,23 +40,24 @@ pub enum LimitsError {
 /// slots of a process that dies are freed at their ttl at the latest. Closing is idempotent.
 /// A cap of `0` admits nobody; a caller that wants no cap simply does not ask.
 ///
-/// # Failures
+/// # Login attempts
 ///
-/// Login failures are counted per client and per user. Each count lives for the policy's
-/// window after the *latest* failure (a quiet window resets it). The penalty after `n`
-/// failures is [`PenaltyPolicy::penalty_after`]`(n)`; the penalty of an attempt is the larger
-/// of its client's and its user's. The penalty is remembered with the count, so that
-/// [`Limits::login_penalty`] needs no policy. Backends may round durations to the
-/// millisecond (Redis does), so use whole milliseconds where exact values matter.
+/// Attempts are throttled per login (across every address) and per client network (across
+/// every login), as [`crate::throttle`] describes: [`Limits::admit_login`] is asked before
+/// the credential is checked, counts the attempt with both holders, and says when its turn
+/// comes, or that it is refused unchecked. A right credential is reported with
+/// [`Limits::record_success`]. Time is the backend's own clock (Redis's `TIME`), so pods with
+/// skewed clocks agree. Backends may round durations to the millisecond (Redis does), so use
+/// whole milliseconds where exact values matter.
 ///
 /// # When the backend fails
 ///
 /// Every call may return [`LimitsError::Unavailable`]; the backend then changed nothing the
 /// caller can rely on. What to do is the caller's decision, not this trait's: a POP3
-/// front-end usually fails *open* for connection and session caps and for penalties (admit
-/// the client, impose no delay, log and count the error), since refusing everyone while
-/// Redis is down hurts more than a brief lack of throttling; for LOGIN-DELAY it may choose
-/// either way.
+/// front-end usually fails *open* for connection and session caps (admit the client, log and
+/// count the error), since refusing everyone while Redis is down hurts more than a brief
+/// lack of caps, and falls back to a throttle of its own process for login attempts; for
+/// LOGIN-DELAY it may choose either way.
 ///
 /// Contract (checked by [`crate::contract::limits`]):
 /// - At most `max` live slots per client network (connections) or per user (sessions);
@@ -64,8 +65,10 @@ pub enum LimitsError {
 /// - A slot not refreshed within its ttl stops counting; `refresh_*` of a live slot makes it
 ///   live for `ttl` from now and returns `true`; of a lapsed or closed one returns `false`
 ///   and does not bring it back.
-/// - Penalties grow with failures as the policy says, capped at its max; `record_success`
-///   resets the user's count and penalty, never the client's.
+/// - Each holder admits its attempts no closer together than its policy's spacing, beyond its
+///   free attempts; an attempt whose turn is further out than `max_wait` is refused and
+///   counted by neither holder that refused it. `record_success` forgets the login's
+///   attempts and refunds one attempt of the client network, never more.
 /// - `check_login_delay` admits one login per user per `delay`.
 /// - Clients, users and the different counters are independent of each other.
 #[async_trait]
@@ -106,31 +109,21 @@ pub trait Limits: Send + Sync + Debug {
     /// Frees `slot`; closing a lapsed or closed slot does nothing.
     async fn close_session(&self, slot: &SessionSlot) -> Result<(), LimitsError>;
 
-    /// The delay to impose before answering the next login attempt from `client` (for
-    /// `user_key`, when known): the larger of the two current penalties, zero if neither has
-    /// failed within its window.
-    async fn login_penalty(
+    /// Asks for a turn to check one login attempt of `client` at `user_key`, before the
+    /// credential is checked: counts the attempt with the login and the client network
+    /// unless one of them refuses it. Both holders are asked at once; an attempt refused by
+    /// one stays counted by the other (it was made).
+    async fn admit_login(
         &self,
         client: IpAddr,
-        user_key: Option<&str>,
-    ) -> Result<Duration, LimitsError>;
+        user_key: &str,
+        throttle: &LoginThrottle,
+    ) -> Result<Admission, LimitsError>;
 
-    /// Counts one failed login of `client` (and of `user_key`, when known) and returns the
-    /// new penalty, as [`Limits::login_penalty`] would now return it.
-    async fn record_failure(
-        &self,
-        client: IpAddr,
-        user_key: Option<&str>,
-        policy: &PenaltyPolicy,
-    ) -> Result<Duration, LimitsError>;
-
-    /// A successful login: forgets `user_key`'s failures (and so its penalty). The client's
-    /// failures stay, so that one good password does not unlock guessing the others.
-    async fn record_success(
-        &self,
-        client: IpAddr,
-        user_key: Option<&str>,
-    ) -> Result<(), LimitsError>;
+    /// A login attempt of `client` at `user_key` that was admitted had the right credential:
+    /// forgets the login's attempts, and refunds this one attempt of the client network, so
+    /// that one good password does not unlock guessing at others.
+    async fn record_success(&self, client: IpAddr, user_key: &str) -> Result<(), LimitsError>;
 
     /// RFC 2449 LOGIN-DELAY across processes: `false` if `user_key` logged in less than
     /// `delay` ago; otherwise records a login now and returns `true`. Atomic, so of two

@@ -7,8 +7,8 @@
 //! |---|---|---|
 //! | `{prefix}:conn:<network>` | sorted set | connection slots: token scored by expiry (Unix ms) |
 //! | `{prefix}:sess:{<user>}` | sorted set | session slots, likewise |
-//! | `{prefix}:fail:ip:<network>` | hash | `failures`, `penalty_ms`; expires a window after the latest failure |
-//! | `{prefix}:fail:user:{<user>}` | hash | likewise, per user |
+//! | `{prefix}:try:ip:<network>` | hash | login attempts: `count`, `next_ms` (the next turn, Unix ms); expires a window after the latest turn |
+//! | `{prefix}:try:user:{<user>}` | hash | likewise, per user |
 //! | `{prefix}:delay:{<user>}` | string | LOGIN-DELAY: present while another login is too soon |
 //!
 //! `<network>` is an IPv4 address or an IPv6 /64 (`2001:db8:1:2::/64`); `<user>` is the
@@ -17,8 +17,8 @@
 //!
 //! Slots are opened and refreshed by Lua scripts that prune lapsed members before counting
 //! (see `scripts`), so the slots of a pod that died stop counting at their expiry. Every
-//! script touches one key; a failure from a known user runs two scripts (client, user),
-//! which need not be atomic together. Everything expires on its own: nothing here needs a
+//! script touches one key; a login attempt runs two scripts (client, user) at once, which
+//! need not be atomic together: an attempt one holder refuses stays counted by the other. Everything expires on its own: nothing here needs a
 //! cleanup job.
 //!
 //! The connection is lazy and replaced after it breaks, and every call is bounded by
@@ -42,8 +42,8 @@ use cloudpop_redis::{Connection, Reconnecting};
 
 use crate::limits::{Limits, LimitsError};
 use crate::network::ClientNetwork;
-use crate::penalty::PenaltyPolicy;
 use crate::slot::{ConnectionSlot, SessionSlot, new_token};
+use crate::throttle::{Admission, LoginThrottle, ThrottlePolicy};
 
 /// Longest duration sent to Redis, in ms: a larger `PX` overflows Redis's clock and is
 /// refused, and a century is "practically forever" here.
@@ -62,7 +62,8 @@ pub struct RedisLimits {
     command_timeout: Duration,
     open_slot: Script,
     refresh_slot: Script,
-    record_failure: Script,
+    admit_attempt: Script,
+    refund_attempt: Script,
 }
 
 impl fmt::Debug for RedisLimits {
@@ -97,7 +98,8 @@ impl RedisLimits {
             command_timeout: config.command_timeout,
             open_slot: Script::new(scripts::OPEN_SLOT),
             refresh_slot: Script::new(scripts::REFRESH_SLOT),
-            record_failure: Script::new(scripts::RECORD_FAILURE),
+            admit_attempt: Script::new(scripts::ADMIT_ATTEMPT),
+            refund_attempt: Script::new(scripts::REFUND_ATTEMPT),
         })
     }
 
@@ -109,12 +111,29 @@ impl RedisLimits {
         format!("{}:sess:{{{}}}", self.key_prefix, user_tag(user_key))
     }
 
-    fn client_failures_key(&self, client: IpAddr) -> String {
-        format!("{}:fail:ip:{}", self.key_prefix, ClientNetwork::of(client))
+    fn client_attempts_key(&self, client: IpAddr) -> String {
+        format!("{}:try:ip:{}", self.key_prefix, ClientNetwork::of(client))
     }
 
-    fn user_failures_key(&self, user_key: &str) -> String {
-        format!("{}:fail:user:{{{}}}", self.key_prefix, user_tag(user_key))
+    fn user_attempts_key(&self, user_key: &str) -> String {
+        format!("{}:try:user:{{{}}}", self.key_prefix, user_tag(user_key))
+    }
+
+    /// An invocation of the admission script on the attempts hash `key`.
+    fn admission(
+        &self,
+        key: String,
+        policy: &ThrottlePolicy,
+        max_wait: Duration,
+    ) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.admit_attempt.key(key);
+        invocation
+            .arg(policy.free_attempts)
+            .arg(millis(policy.base))
+            .arg(millis(policy.max))
+            .arg(ttl_ms(policy.window))
+            .arg(millis(max_wait));
+        invocation
     }
 
     fn login_delay_key(&self, user_key: &str) -> String {
@@ -259,78 +278,45 @@ impl Limits for RedisLimits {
         self.close_slot("close_session", key, &slot.token).await
     }
 
-    async fn login_penalty(
+    async fn admit_login(
         &self,
         client: IpAddr,
-        user_key: Option<&str>,
-    ) -> Result<Duration, LimitsError> {
-        let client_key = self.client_failures_key(client);
-        let user_key = user_key.map(|user| self.user_failures_key(user));
-        let penalty_ms = self
-            .run("login_penalty", |conn| async move {
-                let client_penalty = stored_penalty_ms(conn.clone(), client_key);
-                match user_key {
-                    Some(user_key) => {
-                        let user_penalty = stored_penalty_ms(conn, user_key);
-                        let (client_ms, user_ms) = tokio::try_join!(client_penalty, user_penalty)?;
-                        Ok(client_ms.max(user_ms))
-                    }
-                    None => client_penalty.await,
-                }
+        user_key: &str,
+        throttle: &LoginThrottle,
+    ) -> Result<Admission, LimitsError> {
+        let network = self.admission(
+            self.client_attempts_key(client),
+            &throttle.per_network,
+            throttle.max_wait,
+        );
+        let login = self.admission(
+            self.user_attempts_key(user_key),
+            &throttle.per_login,
+            throttle.max_wait,
+        );
+        let (network, login): ((i64, u64), (i64, u64)) = self
+            .run("admit_login", |mut conn| async move {
+                let mut login_conn = conn.clone();
+                tokio::try_join!(
+                    network.invoke_async(&mut conn),
+                    login.invoke_async(&mut login_conn)
+                )
             })
             .await?;
-        Ok(Duration::from_millis(penalty_ms))
+        Ok(admission(network).and(admission(login)))
     }
 
-    async fn record_failure(
-        &self,
-        client: IpAddr,
-        user_key: Option<&str>,
-        policy: &PenaltyPolicy,
-    ) -> Result<Duration, LimitsError> {
-        let args = [
-            millis(policy.base),
-            millis(policy.max),
-            ttl_ms(policy.window),
-        ];
-        let script = &self.record_failure;
-        let mut client_count = script.key(self.client_failures_key(client));
-        client_count.arg(&args[..]);
-        let user_count = user_key.map(|user| {
-            let mut invocation = script.key(self.user_failures_key(user));
-            invocation.arg(&args[..]);
-            invocation
-        });
-        let penalty_ms: u64 = self
-            .run("record_failure", |mut conn| async move {
-                let mut user_conn = conn.clone();
-                let client_penalty = client_count.invoke_async::<u64>(&mut conn);
-                match &user_count {
-                    Some(user_count) => {
-                        let user_penalty = user_count.invoke_async::<u64>(&mut user_conn);
-                        let (client_ms, user_ms) = tokio::try_join!(client_penalty, user_penalty)?;
-                        Ok(client_ms.max(user_ms))
-                    }
-                    None => client_penalty.await,
-                }
-            })
-            .await?;
-        Ok(Duration::from_millis(penalty_ms))
-    }
-
-    async fn record_success(
-        &self,
-        _client: IpAddr,
-        user_key: Option<&str>,
-    ) -> Result<(), LimitsError> {
-        let Some(user_key) = user_key else {
-            return Ok(());
-        };
-        let mut del = cmd("DEL");
-        del.arg(self.user_failures_key(user_key));
-        let _deleted: i64 = self
+    async fn record_success(&self, client: IpAddr, user_key: &str) -> Result<(), LimitsError> {
+        let mut forget = cmd("DEL");
+        forget.arg(self.user_attempts_key(user_key));
+        let refund = self.refund_attempt.key(self.client_attempts_key(client));
+        let _: (i64, i64) = self
             .run("record_success", |mut conn| async move {
-                del.query_async(&mut conn).await
+                let mut refund_conn = conn.clone();
+                tokio::try_join!(
+                    forget.query_async(&mut conn),
+                    refund.invoke_async(&mut refund_conn)
+                )
             })
             .await?;
         Ok(())
@@ -381,14 +367,14 @@ impl Limits for RedisLimits {
     }
 }
 
-/// The penalty stored in the failure hash `key`, in ms; 0 when there is none.
-async fn stored_penalty_ms(mut conn: Connection, key: String) -> RedisResult<u64> {
-    let penalty: Option<u64> = cmd("HGET")
-        .arg(key)
-        .arg("penalty_ms")
-        .query_async(&mut conn)
-        .await?;
-    Ok(penalty.unwrap_or(0))
+/// The admission script's answer: `{1, wait_ms}` or `{0, retry_after_ms}`.
+fn admission((admitted, ms): (i64, u64)) -> Admission {
+    let ms = Duration::from_millis(ms);
+    if admitted == 1 {
+        Admission::Admitted { wait: ms }
+    } else {
+        Admission::Throttled { retry_after: ms }
+    }
 }
 
 /// `duration` in whole milliseconds, at most a century.
@@ -441,13 +427,13 @@ mod tests {
         assert_eq!(limits.connection_key(v4), "pop-eu:conn:198.51.100.7");
         assert_eq!(limits.connection_key(v6), "pop-eu:conn:2001:db8:1:2::/64");
         assert_eq!(
-            limits.client_failures_key(v6),
-            "pop-eu:fail:ip:2001:db8:1:2::/64"
+            limits.client_attempts_key(v6),
+            "pop-eu:try:ip:2001:db8:1:2::/64"
         );
         assert_eq!(limits.session_key("acme/bob"), "pop-eu:sess:{acme/bob}");
         assert_eq!(
-            limits.user_failures_key("acme/bob"),
-            "pop-eu:fail:user:{acme/bob}"
+            limits.user_attempts_key("acme/bob"),
+            "pop-eu:try:user:{acme/bob}"
         );
         assert_eq!(
             limits.login_delay_key("acme/bob"),

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudpop_limits::{
-    ConnectionSlot, Limits, LimitsError, PenaltyPolicy, RedisLimits, RedisLimitsConfig,
-    SessionSlot, contract,
+    Admission, ConnectionSlot, Limits, LimitsError, LoginThrottle, RedisLimits, RedisLimitsConfig,
+    SessionSlot, ThrottlePolicy, contract,
 };
 use redis_support::{RedisCluster, RedisServer, free_port};
 use tokio::task::JoinSet;
@@ -93,7 +93,7 @@ async fn cluster_keeps_the_contract_with_keys_on_every_node() {
     // Many users: their hash tags spread over the slots of all three nodes, and each user's
     // keys live together on the node that owns the slot.
     let mut slots = Vec::new();
-    let policy = PenaltyPolicy::default();
+    let throttle = LoginThrottle::default();
     for i in 0..30 {
         let user = format!("spread/user-{i}");
         slots.push(
@@ -104,7 +104,7 @@ async fn cluster_keeps_the_contract_with_keys_on_every_node() {
                 .unwrap(),
         );
         limits
-            .record_failure(ip("192.0.2.1"), Some(&user), &policy)
+            .admit_login(ip("192.0.2.1"), &user, &throttle)
             .await
             .unwrap();
         assert!(limits.check_login_delay(&user, LONG_TTL).await.unwrap());
@@ -122,7 +122,7 @@ async fn cluster_keeps_the_contract_with_keys_on_every_node() {
         );
         for key in &keys {
             let tag = &key[key.find('{').unwrap()..];
-            for kind in ["sess", "fail:user", "delay"] {
+            for kind in ["sess", "try:user", "delay"] {
                 let sibling = format!("cloudpop:{kind}:{tag}");
                 assert!(keys.contains(&sibling), "{sibling} not beside {key}");
             }
@@ -180,18 +180,29 @@ async fn two_pods_share_caps_and_login_delays() {
     let admitted = logins.join_all().await.into_iter().filter(|ok| *ok).count();
     assert_eq!(admitted, 1, "{admitted} of 20 racing logins admitted");
 
-    // Failures recorded by one pod are the other's penalty.
-    let policy = PenaltyPolicy::default();
-    pods[0]
-        .record_failure(client, Some("race/bob"), &policy)
+    // 20 racing attempts at one login, from two pods and many addresses: the turns are
+    // spaced as if they had come one after another (default: one free, then 1, 2, 4, 8 s;
+    // the next turn, 31 s out, is beyond the 10 s wait).
+    let mut attempts = JoinSet::new();
+    for i in 0..20u8 {
+        let pod = Arc::clone(&pods[usize::from(i % 2)]);
+        let client = IpAddr::from([192, 0, 2, 100 + i]);
+        attempts.spawn(async move {
+            let throttle = LoginThrottle::default();
+            pod.admit_login(client, "race/bob", &throttle).await.unwrap()
+        });
+    }
+    let mut waits: Vec<u64> = attempts
+        .join_all()
         .await
-        .unwrap();
-    let penalty = pods[1].record_failure(client, Some("race/bob"), &policy);
-    assert_eq!(penalty.await.unwrap(), Duration::from_secs(2));
-    let seen = pods[0]
-        .login_penalty(ip("192.0.2.99"), Some("race/bob"))
-        .await;
-    assert_eq!(seen.unwrap(), Duration::from_secs(2));
+        .into_iter()
+        .filter_map(|admission| match admission {
+            Admission::Admitted { wait } => Some(wait.as_secs_f64().round() as u64),
+            Admission::Throttled { .. } => None,
+        })
+        .collect();
+    waits.sort_unstable();
+    assert_eq!(waits, [0, 0, 1, 3, 7], "turns of 20 racing attempts");
 }
 
 /// Runs every limits call once and asserts each fails as `Unavailable` within `limit`.
@@ -202,7 +213,7 @@ async fn assert_every_call_unavailable(
     limit: Duration,
 ) {
     let client = ip("192.0.2.20");
-    let policy = PenaltyPolicy::default();
+    let throttle = LoginThrottle::default();
     let mut results: Vec<(&str, Duration, Result<(), LimitsError>)> = Vec::new();
     macro_rules! call {
         ($op:literal, $call:expr) => {{
@@ -227,17 +238,10 @@ async fn assert_every_call_unavailable(
     call!("refresh_session", limits.refresh_session(session, LONG_TTL));
     call!("close_session", limits.close_session(session));
     call!(
-        "login_penalty",
-        limits.login_penalty(client, Some("outage/bob"))
+        "admit_login",
+        limits.admit_login(client, "outage/bob", &throttle)
     );
-    call!(
-        "record_failure",
-        limits.record_failure(client, Some("outage/bob"), &policy)
-    );
-    call!(
-        "record_success",
-        limits.record_success(client, Some("outage/bob"))
-    );
+    call!("record_success", limits.record_success(client, "outage/bob"));
     call!(
         "check_login_delay",
         limits.check_login_delay("outage/bob", LONG_TTL)
@@ -293,9 +297,15 @@ async fn an_outage_gives_unavailable_quickly_and_the_same_instance_recovers() {
         .close_connection(&again.expect("cap free after the restart"))
         .await
         .unwrap();
-    let policy = PenaltyPolicy::default();
-    let penalty = limits.record_failure(client, None, &policy).await;
-    assert_eq!(penalty.unwrap(), Duration::from_secs(1));
+    let admission = limits
+        .admit_login(client, "outage/bob", &LoginThrottle::default())
+        .await;
+    assert_eq!(
+        admission.unwrap(),
+        Admission::Admitted {
+            wait: Duration::ZERO
+        }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -400,47 +410,57 @@ async fn counters_look_as_promised_inside_redis() {
     assert_eq!(int(query(redis::cmd("ZCARD").arg(sess_key))), 1);
     limits.close_session(&session).await.unwrap();
 
-    // Failures: a hash per client network and per user, expiring a window after the latest.
-    let policy = PenaltyPolicy {
+    // Login attempts: a hash per client network and per user, expiring a window after the
+    // latest turn.
+    let policy = ThrottlePolicy {
+        free_attempts: 0,
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(30),
         window: Duration::from_secs(100),
-        ..PenaltyPolicy::default()
+    };
+    let throttle = LoginThrottle {
+        per_login: policy,
+        per_network: policy,
+        max_wait: Duration::from_secs(10),
     };
     for _ in 0..2 {
         limits
-            .record_failure(ip("::ffff:198.51.100.7"), Some("acme/bob"), &policy)
+            .admit_login(ip("::ffff:198.51.100.7"), "acme/bob", &throttle)
             .await
             .unwrap();
     }
-    for key in [
-        "pop-test:fail:ip:198.51.100.7",
-        "pop-test:fail:user:{acme/bob}",
-    ] {
-        let fields: Vec<String> = redis::cmd("HMGET")
+    let time: Vec<u64> = redis::cmd("TIME").query(&mut server.connection()).unwrap();
+    let now_ms = time[0] * 1000 + time[1] / 1000;
+    for key in ["pop-test:try:ip:198.51.100.7", "pop-test:try:user:{acme/bob}"] {
+        let (count, next_ms): (u64, u64) = redis::cmd("HMGET")
             .arg(key)
-            .arg("failures")
-            .arg("penalty_ms")
+            .arg("count")
+            .arg("next_ms")
             .query(&mut server.connection())
             .unwrap();
-        assert_eq!(fields, ["2", "2000"], "{key}");
+        assert_eq!(count, 2, "{key}");
+        // Turns now and 1 s from now; the next 2 s after that.
+        let next_in = next_ms.saturating_sub(now_ms);
+        assert!((2_500..=3_000).contains(&next_in), "{key}: next turn in {next_in} ms");
         let left = int(query(redis::cmd("PTTL").arg(key)));
-        assert!(90_000 < left && left <= 100_000, "{key}: PTTL {left}");
+        assert!(90_000 < left && left <= 101_000, "{key}: PTTL {left}");
     }
     limits
-        .record_success(ip("198.51.100.7"), Some("acme/bob"))
+        .record_success(ip("198.51.100.7"), "acme/bob")
         .await
         .unwrap();
     assert_eq!(
         int(query(
-            redis::cmd("EXISTS").arg("pop-test:fail:user:{acme/bob}")
+            redis::cmd("EXISTS").arg("pop-test:try:user:{acme/bob}")
         )),
         0
     );
-    assert_eq!(
-        int(query(
-            redis::cmd("EXISTS").arg("pop-test:fail:ip:198.51.100.7")
-        )),
-        1
-    );
+    let count: u64 = redis::cmd("HGET")
+        .arg("pop-test:try:ip:198.51.100.7")
+        .arg("count")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(count, 1, "a success refunds one network attempt");
 
     // LOGIN-DELAY: a string that expires after the delay.
     assert!(
@@ -465,15 +485,22 @@ async fn counters_look_as_promised_inside_redis() {
         "refresh after FLUSH"
     );
     query(redis::cmd("SCRIPT").arg("FLUSH"));
-    let penalty = limits
-        .record_failure(ip("192.0.2.40"), None, &policy)
+    let admission = limits
+        .admit_login(ip("192.0.2.40"), "acme/flushed", &throttle)
         .await
         .unwrap();
     assert_eq!(
-        penalty,
-        Duration::from_secs(1),
-        "record_failure after FLUSH"
+        admission,
+        Admission::Admitted {
+            wait: Duration::ZERO
+        },
+        "admit_login after FLUSH"
     );
+    query(redis::cmd("SCRIPT").arg("FLUSH"));
+    limits
+        .record_success(ip("192.0.2.40"), "acme/flushed")
+        .await
+        .expect("record_success after FLUSH");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cloudpop_limits::PenaltyPolicy;
+use cloudpop_limits::LoginThrottle;
 
 use crate::proxy_protocol::TrustedNetworks;
 
@@ -57,8 +57,12 @@ pub struct Pop3Config {
     pub max_connections_per_ip: u32,
     /// Concurrent logged-in sessions per user, across all pods.
     pub max_sessions_per_user: u32,
-    /// Delay after a failed login, growing per client address and per user.
-    pub auth_failure_penalty: PenaltyPolicy,
+    /// How login attempts are spaced per login and per client network, checked before the
+    /// credential is.
+    pub login_throttle: LoginThrottle,
+    /// Time the backend calls of one login may take together (throttle, credential check,
+    /// LOGIN-DELAY, session cap, maildrop lock, listing), the wait for a turn excluded.
+    pub login_deadline: Duration,
 }
 
 impl Default for Pop3Config {
@@ -83,7 +87,8 @@ impl Default for Pop3Config {
             login_timeout: Duration::from_secs(120),
             max_connections_per_ip: 20,
             max_sessions_per_user: 5,
-            auth_failure_penalty: PenaltyPolicy::default(),
+            login_throttle: LoginThrottle::default(),
+            login_deadline: Duration::from_secs(5),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod capabilities;
 pub mod codec;
 mod config;
 mod connection;
+mod login_gate;
 mod metrics;
 pub mod proxy_protocol;
 pub mod reply;

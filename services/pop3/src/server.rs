@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudpop_auth::Authenticator;
-use cloudpop_limits::Limits;
+use cloudpop_limits::{InProcessLimits, Limits};
 use cloudpop_maildrop::{MaildropLock, MessageStore};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,8 +31,11 @@ pub struct Pop3Deps {
     pub config: Pop3Config,
     /// Certificates for STLS and implicit TLS; `None` disables both.
     pub tls: Option<TlsTerminator>,
-    /// Connection and session caps, login penalties and LOGIN-DELAY, shared across pods.
+    /// Connection and session caps, the login throttle and LOGIN-DELAY, shared across pods.
     pub limits: Arc<dyn Limits>,
+    /// This process's own count of login attempts, which throttles logins while `limits`
+    /// does not answer, so that an outage never lifts the throttle.
+    pub local_limits: Arc<InProcessLimits>,
     /// Where sessions, commands, logins, bytes and TLS handshakes are counted.
     pub metrics: Pop3Metrics,
 }

@@ -11,10 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use cloudpop_auth::Secret;
 use cloudpop_auth::{AuthFailure, AuthRequest, Credential, Principal};
 use cloudpop_maildrop::{DeleteOutcome, Lease, MessageEntry, StoreError, UniqueId};
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::capabilities;
 use crate::capabilities::CapaContext;
+use crate::login_gate;
 use crate::codec::{Command, MessageNumber, ProtocolError, SaslResponse};
 use crate::reply::{BodyLimit, Reply, RespCode, Response};
 use crate::sasl::{self, Mechanism, Pending, Step};
@@ -444,10 +446,27 @@ impl Session {
         login: String,
         credential: Credential,
     ) -> (State, Reply) {
-        // Failures are counted by the login as typed, bounded, so that guessing at one
-        // account is slowed down whatever the spelling.
-        let failure_key: String = login.to_ascii_lowercase().chars().take(256).collect();
+        // Attempts are counted by the login as typed, bounded, so that guessing at one
+        // account is throttled whatever the spelling.
+        let login_key: String = login.to_ascii_lowercase().chars().take(256).collect();
         let mechanism = credential.mechanism();
+        let mut deadline = login_gate::deadline(self.deps.config.login_deadline);
+        let counted = match login_gate::wait_for_turn(
+            &self.deps,
+            self.client_ip(),
+            &login_key,
+            deadline,
+        )
+        .await
+        {
+            login_gate::Turn::Go { counted, waited } => {
+                // The wait for a turn is the throttle's, not a backend's: it does not eat
+                // into the deadline.
+                deadline += waited;
+                counted
+            }
+            login_gate::Turn::Refused => return self.login_throttled(auth, mechanism),
+        };
         let request = AuthRequest {
             login,
             credential,
@@ -455,7 +474,13 @@ impl Session {
             local_addr: self.info.local_addr,
             tls: self.info.tls,
         };
-        let checked = self.deps.authenticator.authenticate(request).await;
+        let checked = login_gate::within(deadline, self.deps.authenticator.authenticate(request))
+            .await
+            .unwrap_or_else(|| {
+                Err(AuthFailure::Temporary(
+                    "no answer before the login deadline".into(),
+                ))
+            });
         let outcome = match &checked {
             Ok(_) => "success",
             Err(failure) => failure.kind(),
@@ -467,49 +492,42 @@ impl Session {
             .inc();
         let principal = match checked {
             Ok(principal) => principal,
-            Err(failure) => return self.login_failed(auth, failure, &failure_key).await,
+            Err(failure) => return self.login_failed(auth, failure),
         };
-        if let Err(e) = self
-            .deps
-            .limits
-            .record_success(self.client_ip(), Some(&failure_key))
-            .await
-        {
-            debug!(error = %e, "could not reset the login failure count");
-        }
+        login_gate::record_success(&self.deps, counted, self.client_ip(), &login_key);
+        // With the shared limits down, LOGIN-DELAY and the session cap fail open anyway:
+        // asking again would only spend the deadline.
+        let limits_up = counted == login_gate::Counted::Shared;
         let user_key = format!("{}/{}", principal.tenant, principal.user);
-        if !self.login_delay_passed(&user_key, &principal).await {
+        if limits_up && !self.login_delay_passed(&user_key, &principal, deadline).await {
             let reply =
                 Response::err_code(RespCode::LoginDelay, "login too soon after the last one");
             return (State::Authorization(auth), reply.into());
         }
-        let slot = match self.open_session_slot(&user_key).await {
-            Ok(slot) => slot,
-            Err(reply) => return (State::Authorization(auth), reply),
-        };
-        let lock_ttl = self.deps.config.lock_ttl;
-        let lease = match self.deps.lock.acquire(&principal.maildrop, lock_ttl).await {
-            Ok(Some(lease)) => lease,
-            Ok(None) => {
-                self.close_session_slot(slot.as_ref()).await;
-                let reply =
-                    Response::err_code(RespCode::InUse, "maildrop is in use by another session");
-                return (State::Authorization(auth), reply.into());
+        let slot = if limits_up {
+            match self.open_session_slot(&user_key, deadline).await {
+                Ok(slot) => slot,
+                Err(reply) => return (State::Authorization(auth), reply),
             }
-            Err(e) => {
-                warn!(error = %e, "maildrop lock unavailable at login");
+        } else {
+            None
+        };
+        let lease = match self.acquire_lock(&principal, deadline).await {
+            Ok(lease) => lease,
+            Err(reply) => {
                 self.close_session_slot(slot.as_ref()).await;
-                return (
-                    State::Authorization(auth),
-                    temp_failure("maildrop lock unavailable, try again later"),
-                );
+                return (State::Authorization(auth), reply);
             }
         };
         // RFC 1939 §4: the listing is a snapshot; numbering stays fixed for the session.
-        let messages = match self.deps.store.list(&principal.maildrop).await {
-            Ok(messages) => messages,
-            Err(e) => {
-                warn!(error = %e, "message store unavailable at login");
+        let listed = login_gate::within(deadline, self.deps.store.list(&principal.maildrop)).await;
+        let messages = match listed {
+            Some(Ok(messages)) => messages,
+            failed => {
+                match failed {
+                    Some(Err(e)) => warn!(error = %e, "message store unavailable at login"),
+                    _ => warn!("message store listing missed the login deadline"),
+                }
                 self.release(&lease).await;
                 self.close_session_slot(slot.as_ref()).await;
                 return (
@@ -528,6 +546,64 @@ impl Session {
         (State::Transaction(txn), reply.into())
     }
 
+    /// Takes the maildrop lock before `deadline`. A lease granted only after it is released
+    /// as soon as it arrives, so a slow lock backend leaves no orphan lock behind.
+    async fn acquire_lock(&self, principal: &Principal, deadline: Instant) -> Result<Lease, Reply> {
+        let lock = Arc::clone(&self.deps.lock);
+        let late_lock = Arc::clone(&self.deps.lock);
+        let maildrop = principal.maildrop.clone();
+        let lock_ttl = self.deps.config.lock_ttl;
+        let acquired = login_gate::within_or_undo(
+            deadline,
+            async move { lock.acquire(&maildrop, lock_ttl).await },
+            move |acquired| async move {
+                if let Ok(Some(lease)) = acquired {
+                    debug!("releasing a maildrop lock granted after the login deadline");
+                    if let Err(e) = late_lock.release(&lease).await {
+                        warn!(error = %e, "could not release a late maildrop lock; it expires by itself");
+                    }
+                }
+            },
+        )
+        .await;
+        match acquired {
+            Some(Ok(Some(lease))) => Ok(lease),
+            Some(Ok(None)) => Err(Response::err_code(
+                RespCode::InUse,
+                "maildrop is in use by another session",
+            )
+            .into()),
+            Some(Err(e)) => {
+                warn!(error = %e, "maildrop lock unavailable at login");
+                Err(temp_failure("maildrop lock unavailable, try again later"))
+            }
+            None => {
+                warn!("maildrop lock missed the login deadline");
+                Err(temp_failure("maildrop lock unavailable, try again later"))
+            }
+        }
+    }
+
+    /// An attempt the throttle refused: the same answer for right and wrong credentials,
+    /// since the credential was not checked. It counts as a failure of this connection.
+    fn login_throttled(&mut self, mut auth: Authorization, mechanism: &str) -> (State, Reply) {
+        self.deps
+            .metrics
+            .auth_attempts
+            .with_label_values(&[mechanism, "throttled"])
+            .inc();
+        auth.failures += 1;
+        self.stats.auth_failures += 1;
+        let reply = Response::err_code(
+            RespCode::SysTemp,
+            "too many login attempts for this login or address, try again later",
+        );
+        if auth.failures >= self.deps.config.max_auth_failures {
+            return (State::Closed, Reply::Close(reply));
+        }
+        (State::Authorization(auth), reply.into())
+    }
+
     fn client_ip(&self) -> IpAddr {
         self.info
             .client_addr
@@ -536,30 +612,61 @@ impl Session {
 
     /// RFC 2449 §6.8 LOGIN-DELAY across pods. Fails open: a limits backend that is down
     /// must not lock users out.
-    async fn login_delay_passed(&self, user_key: &str, principal: &Principal) -> bool {
+    async fn login_delay_passed(
+        &self,
+        user_key: &str,
+        principal: &Principal,
+        deadline: Instant,
+    ) -> bool {
         let delay = principal.policy.login_delay;
         if delay.is_zero() {
             return true;
         }
-        match self.deps.limits.check_login_delay(user_key, delay).await {
-            Ok(passed) => passed,
-            Err(e) => {
+        let checked = self.deps.limits.check_login_delay(user_key, delay);
+        match login_gate::within(deadline, checked).await {
+            Some(Ok(passed)) => passed,
+            Some(Err(e)) => {
                 warn!(error = %e, "login delay unavailable; login admitted");
+                true
+            }
+            None => {
+                warn!("login delay missed the login deadline; login admitted");
                 true
             }
         }
     }
 
-    /// Takes a place in the per-user session cap. Fails open when the backend is down.
-    async fn open_session_slot(&self, user_key: &str) -> Result<Option<SessionSlot>, Reply> {
+    /// Takes a place in the per-user session cap. Fails open when the backend is down or
+    /// misses the deadline; a place granted after the deadline is given back at once.
+    async fn open_session_slot(
+        &self,
+        user_key: &str,
+        deadline: Instant,
+    ) -> Result<Option<SessionSlot>, Reply> {
         let max = self.deps.config.max_sessions_per_user;
-        match self.deps.limits.open_session(user_key, max, SLOT_TTL).await {
-            Ok(Some(slot)) => Ok(Some(slot)),
-            Ok(None) => {
+        let (limits, late_limits) = (Arc::clone(&self.deps.limits), Arc::clone(&self.deps.limits));
+        let user_key = user_key.to_owned();
+        let opened = login_gate::within_or_undo(
+            deadline,
+            async move { limits.open_session(&user_key, max, SLOT_TTL).await },
+            move |opened| async move {
+                if let Ok(Some(slot)) = opened {
+                    let _ = late_limits.close_session(&slot).await;
+                }
+            },
+        )
+        .await;
+        match opened {
+            Some(Ok(Some(slot))) => Ok(Some(slot)),
+            Some(Ok(None)) => {
                 Err(Response::err_code(RespCode::InUse, "too many sessions for this user").into())
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 warn!(error = %e, "session limit unavailable; session admitted");
+                Ok(None)
+            }
+            None => {
+                warn!("session limit missed the login deadline; session admitted");
                 Ok(None)
             }
         }
@@ -581,19 +688,14 @@ impl Session {
         }
     }
 
-    async fn login_failed(
-        &mut self,
-        mut auth: Authorization,
-        failure: AuthFailure,
-        failure_key: &str,
-    ) -> (State, Reply) {
+    fn login_failed(&mut self, mut auth: Authorization, failure: AuthFailure) -> (State, Reply) {
         self.last_failure = Some(failure.clone());
         // RFC 3206: [AUTH] only for bad credentials; a dependency problem is [SYS/TEMP].
         let response = match &failure {
             AuthFailure::BadCredentials => {
+                // The attempt was counted by the throttle when it was admitted.
                 auth.failures += 1;
                 self.stats.auth_failures += 1;
-                self.failure_penalty(failure_key).await;
                 if auth.failures >= self.deps.config.max_auth_failures {
                     let reply = Response::err_code(
                         RespCode::Auth,
@@ -624,25 +726,6 @@ impl Session {
             warn!(%reason, "login refused");
         }
         (State::Authorization(auth), response.into())
-    }
-
-    /// Records a failed login and waits out the penalty, which grows with the failures of
-    /// this client address and of this login, across pods.
-    async fn failure_penalty(&self, failure_key: &str) {
-        let policy = &self.deps.config.auth_failure_penalty;
-        match self
-            .deps
-            .limits
-            .record_failure(self.client_ip(), Some(failure_key), policy)
-            .await
-        {
-            Ok(penalty) => tokio::time::sleep(penalty).await,
-            // Without the shared count, the base delay still slows a guesser down.
-            Err(e) => {
-                warn!(error = %e, "login failure count unavailable");
-                tokio::time::sleep(policy.base).await;
-            }
-        }
     }
 
     async fn transaction(&mut self, mut txn: Box<Transaction>, command: Command) -> (State, Reply) {

@@ -92,6 +92,7 @@ async fn start(dir: &std::path::Path) -> Server {
         config,
         tls: None,
         limits: Arc::new(InProcessLimits::new()),
+        local_limits: Arc::new(InProcessLimits::new()),
         metrics: Pop3Metrics::new(&prometheus::Registry::new()).unwrap(),
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

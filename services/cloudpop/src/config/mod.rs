@@ -125,15 +125,25 @@ pub struct Pop3Section {
     pub max_connections_per_ip: u32,
     /// Concurrent logged-in sessions per user, across pods.
     pub max_sessions_per_user: u32,
-    /// Delay after the first failed login; it doubles with each further failure of the
-    /// same client address or login, up to `auth_failure_delay_max`.
+    /// Spacing of login attempts beyond the free ones, per login and per client network:
+    /// it doubles with each further attempt, up to `auth_failure_delay_max`.
     #[serde(with = "duration")]
     pub auth_failure_delay: Duration,
     #[serde(with = "duration")]
     pub auth_failure_delay_max: Duration,
-    /// How long failures are remembered after the last one.
+    /// How long attempts are remembered after the latest one.
     #[serde(with = "duration")]
     pub auth_failure_window: Duration,
+    /// Attempts at one login (from any address), failed or unfinished, that are not spaced.
+    pub auth_free_attempts_per_login: u64,
+    /// Attempts from one client address (IPv6: /64), at any login, that are not spaced.
+    pub auth_free_attempts_per_ip: u64,
+    /// Longest wait for a turn; an attempt whose turn is further out is refused unchecked.
+    #[serde(with = "duration")]
+    pub auth_throttle_max_wait: Duration,
+    /// Time the backend calls of one login may take together.
+    #[serde(with = "duration")]
+    pub login_deadline: Duration,
 }
 
 impl Default for Pop3Section {
@@ -162,9 +172,34 @@ impl Default for Pop3Section {
             login_timeout: d.login_timeout,
             max_connections_per_ip: d.max_connections_per_ip,
             max_sessions_per_user: d.max_sessions_per_user,
-            auth_failure_delay: d.auth_failure_penalty.base,
-            auth_failure_delay_max: d.auth_failure_penalty.max,
-            auth_failure_window: d.auth_failure_penalty.window,
+            auth_failure_delay: d.login_throttle.per_login.base,
+            auth_failure_delay_max: d.login_throttle.per_login.max,
+            auth_failure_window: d.login_throttle.per_login.window,
+            auth_free_attempts_per_login: d.login_throttle.per_login.free_attempts,
+            auth_free_attempts_per_ip: d.login_throttle.per_network.free_attempts,
+            auth_throttle_max_wait: d.login_throttle.max_wait,
+            login_deadline: d.login_deadline,
+        }
+    }
+}
+
+impl Pop3Section {
+    /// The login throttle: the same spacing per login and per client network, each with its
+    /// own free attempts.
+    fn login_throttle(&self) -> cloudpop_limits::LoginThrottle {
+        let per_login = cloudpop_limits::ThrottlePolicy {
+            free_attempts: self.auth_free_attempts_per_login,
+            base: self.auth_failure_delay,
+            max: self.auth_failure_delay_max,
+            window: self.auth_failure_window,
+        };
+        cloudpop_limits::LoginThrottle {
+            per_login,
+            per_network: cloudpop_limits::ThrottlePolicy {
+                free_attempts: self.auth_free_attempts_per_ip,
+                ..per_login
+            },
+            max_wait: self.auth_throttle_max_wait,
         }
     }
 }
@@ -676,11 +711,8 @@ impl Config {
             login_timeout: p.login_timeout,
             max_connections_per_ip: p.max_connections_per_ip,
             max_sessions_per_user: p.max_sessions_per_user,
-            auth_failure_penalty: cloudpop_limits::PenaltyPolicy {
-                base: p.auth_failure_delay,
-                max: p.auth_failure_delay_max,
-                window: p.auth_failure_window,
-            },
+            login_throttle: p.login_throttle(),
+            login_deadline: p.login_deadline,
         })
     }
 
@@ -712,6 +744,10 @@ impl Config {
             (
                 p.max_auth_failures >= 1,
                 "pop3.max_auth_failures must be at least 1",
+            ),
+            (
+                p.login_deadline >= Duration::from_millis(100),
+                "pop3.login_deadline must be at least 100ms",
             ),
             (
                 p.max_bad_commands >= 1,

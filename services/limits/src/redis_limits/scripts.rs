@@ -42,21 +42,51 @@ redis.call('PEXPIREAT', KEYS[1], latest[2])
 return 1
 ";
 
-/// Counts one failure in the hash `KEYS[1]` (`failures`, `penalty_ms`) and stores the new
-/// penalty, `base × 2^(n-1)` capped at max, computed step by step exactly like
-/// `PenaltyPolicy::penalty_after`. The hash expires a window after this failure.
+/// Asks the attempts hash `KEYS[1]` (`count`, `next_ms`: the earliest turn of the next
+/// attempt, Unix ms) for a turn, as `InProcessLimits` does (see `crate::throttle`). A quiet
+/// window (the key expired) starts afresh. A turn further out than max wait is refused and
+/// nothing changes; otherwise the attempt is counted, the next turn moves `spacing` past this
+/// one (`base × 2^(k-1)` for the k-th attempt beyond the free ones, capped at max, computed
+/// step by step exactly like `ThrottlePolicy::spacing_after`), and the hash expires a window
+/// after this turn.
 ///
-/// `ARGV`: base ms, max ms, window ms. Returns the new penalty in ms.
-pub(super) const RECORD_FAILURE: &str = r"
-local failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-local max = tonumber(ARGV[2])
-local penalty = math.min(tonumber(ARGV[1]), max)
-local step = 1
-while step < failures and penalty > 0 and penalty < max do
-    penalty = math.min(penalty * 2, max)
-    step = step + 1
+/// `ARGV`: free attempts, base ms, max ms, window ms, max wait ms. Returns `{1, wait_ms}`
+/// when admitted, `{0, retry_after_ms}` when refused.
+pub(super) const ADMIT_ATTEMPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
+local turn = math.max(now, tonumber(redis.call('HGET', KEYS[1], 'next_ms') or '0'))
+local wait = turn - now
+if wait > tonumber(ARGV[5]) then
+    return {0, wait}
 end
-redis.call('HSET', KEYS[1], 'penalty_ms', string.format('%.0f', penalty))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return penalty
+count = count + 1
+local beyond = count - tonumber(ARGV[1])
+local max = tonumber(ARGV[3])
+local spacing = 0
+if beyond > 0 then
+    spacing = math.min(tonumber(ARGV[2]), max)
+    local step = 1
+    while step < beyond and spacing > 0 and spacing < max do
+        spacing = math.min(spacing * 2, max)
+        step = step + 1
+    end
+end
+redis.call('HSET', KEYS[1], 'count', count, 'next_ms', string.format('%.0f', turn + spacing))
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', turn + tonumber(ARGV[4])))
+return {1, wait}
+";
+
+/// Takes back one counted attempt of the attempts hash `KEYS[1]`, if it exists; its expiry
+/// and next turn stay.
+///
+/// Returns the count left.
+pub(super) const REFUND_ATTEMPT: &str = r"
+local count = tonumber(redis.call('HGET', KEYS[1], 'count') or '0')
+if count > 0 then
+    count = count - 1
+    redis.call('HSET', KEYS[1], 'count', count)
+end
+return count
 ";
