@@ -9,8 +9,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::cloud::Cloud;
@@ -86,40 +88,164 @@ fn the_session_cap_per_user_holds_across_pods() {
 }
 
 #[test]
-fn failed_logins_wait_longer_and_longer_across_pods() {
+fn attempts_at_one_login_wait_longer_and_longer_across_pods_right_password_too() {
     let cloud = cloud(&[
-        ("POP3__AUTH_FAILURE_DELAY", "150ms"),
+        ("POP3__AUTH_FAILURE_DELAY", "300ms"),
         ("POP3__AUTH_FAILURE_DELAY_MAX", "5s"),
+        ("POP3__AUTH_FREE_ATTEMPTS_PER_LOGIN", "1"),
     ]);
+    // One connection per attempt, alternating pods: the count is shared in Redis. Each
+    // attempt waits for its turn *before* its password is checked: after the free one,
+    // 300 ms, 600 ms, 1200 ms after the previous turn.
     let mut waits = Vec::new();
-    for attempt in 0..4 {
-        // Alternate pods, one connection per attempt: the count is shared in Redis.
-        let pod = if attempt % 2 == 0 {
-            &cloud.pop_a
-        } else {
-            &cloud.pop_b
-        };
+    for (attempt, password) in ["wrong 1", "wrong 2", "wrong 3", PASS].iter().enumerate() {
+        let pod = [&cloud.pop_a, &cloud.pop_b][attempt % 2];
         let mut pop = pod.pop3();
         assert!(pop.cmd(&format!("USER {USER}")).starts_with("+OK"));
         let started = Instant::now();
-        let reply = pop.cmd("PASS wrong");
+        let reply = pop.cmd(&format!("PASS {password}"));
         waits.push(started.elapsed());
-        assert!(reply.starts_with("-ERR [AUTH]"), "{reply}");
+        let expected = if *password == PASS { "+OK" } else { "-ERR [AUTH]" };
+        assert!(reply.starts_with(expected), "{password}: {reply}");
     }
-    eprintln!("waits after failures 1..4: {waits:?}");
-    // 150 ms, 300 ms, 600 ms, 1200 ms: each at least its doubled base.
-    for (i, wait) in waits.iter().enumerate() {
-        let floor = Duration::from_millis(150 << i);
+    eprintln!("waits of attempts 1..4: {waits:?}");
+    // Floors only (a loaded machine is slower, never faster): 0, 300, 600, 1200 ms, less
+    // the time between one answer and the next attempt.
+    for (i, floor_ms) in [0u64, 250, 550, 1150].into_iter().enumerate() {
+        let floor = Duration::from_millis(floor_ms);
         assert!(
-            *wait >= floor,
-            "failure {} waited {wait:?}, less than {floor:?}",
-            i + 1
+            waits[i] >= floor,
+            "attempt {} waited {:?}, less than {floor:?}",
+            i + 1,
+            waits[i]
         );
     }
-    // Growth, with room for a loaded machine: the fourth wait is at least 8 times the base.
-    assert!(waits[3] > waits[0], "{waits:?}");
+    // The right password waited like a wrong one; it reset the login's count.
     let mut pop = cloud.pop_a.pop3();
+    assert!(pop.quit().starts_with("+OK"));
+    let mut pop = cloud.pop_b.pop3();
+    let started = Instant::now();
     pop.login_ok(USER, PASS);
+    assert!(started.elapsed() < Duration::from_millis(1150), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_throttled_login_answers_right_and_wrong_passwords_alike() {
+    // After the free attempt, turns are 5 s apart but attempts wait at most 1 s: the next
+    // attempts are refused without being checked.
+    let cloud = cloud(&[
+        ("POP3__AUTH_FAILURE_DELAY", "5s"),
+        ("POP3__AUTH_FREE_ATTEMPTS_PER_LOGIN", "1"),
+        ("POP3__AUTH_THROTTLE_MAX_WAIT", "1s"),
+    ]);
+    for password in ["wrong 1", "wrong 2"] {
+        let mut pop = cloud.pop_a.pop3();
+        assert!(pop.login(USER, password).starts_with("-ERR [AUTH]"));
+    }
+    let mut answers = Vec::new();
+    for (pod, password) in [(&cloud.pop_a, "wrong 3"), (&cloud.pop_b, PASS)] {
+        let mut pop = pod.pop3();
+        assert!(pop.cmd(&format!("USER {USER}")).starts_with("+OK"));
+        answers.push(pop.cmd(&format!("PASS {password}")));
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "a throttled login must not tell a right password from a wrong one"
+    );
+    assert!(answers[0].starts_with("-ERR [SYS/TEMP]"), "{}", answers[0]);
+    // Another login is not throttled.
+    cloud.user("hank@acme.example", "hank pass");
+    let mut pop = cloud.pop_b.pop3();
+    pop.login_ok("hank@acme.example", "hank pass");
+}
+
+/// A self-signed certificate for 127.0.0.1, written to `dir`: (certificate, key) paths.
+fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+#[test]
+fn distributed_guessing_gets_a_few_answers_a_minute_while_others_log_in() {
+    // The default throttle, on two pods over POP3S; an attacker with 250 source addresses
+    // and 32 connections at a time who hangs up on any answer slower than 0.6 s.
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(certs.path());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let cloud = Cloud::start_with(|builder: ServerBuilder| {
+        builder
+            .option("LIMITS__BACKEND", "redis")
+            .option("POP3__AUTH_FAILURE_DELAY", "1s")
+            .option("TLS__CERT", &cert)
+            .option("TLS__KEY", &key)
+    });
+    cloud.tenant("acme", "acme.example");
+    cloud.user(USER, PASS);
+    let other = ("hank@acme.example", "hank pass");
+    cloud.user(other.0, other.1);
+
+    // The right password is the 40th candidate: at the 48 guesses a second an unthrottled
+    // server allowed, it would be found within a second. There are more candidates than
+    // the attack can try, so it lasts its whole time.
+    let mut candidates: Vec<String> = (1..50_000).map(|i| format!("guess {i}")).collect();
+    candidates.insert(39, PASS.to_owned());
+    let attack = Duration::from_secs(20);
+    let mut attacker = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/guess_passwords.py"))
+        .args(["--cafile", &cert, "--login", USER])
+        .args(["--port", &cloud.pop_a.pop3s.port().to_string()])
+        .args(["--port", &cloud.pop_b.pop3s.port().to_string()])
+        .args(["--sources", "250", "--parallel", "32", "--hang-up", "0.6"])
+        .args(["--duration", &attack.as_secs().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the attacker");
+    attacker
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(candidates.join("\n").as_bytes())
+        .unwrap();
+
+    // Meanwhile another account logs in normally, on both pods, from its own address.
+    let started = Instant::now();
+    let mut logins = Vec::new();
+    while started.elapsed() < attack - Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_secs(2));
+        let pod = [&cloud.pop_a, &cloud.pop_b][logins.len() % 2];
+        let began = Instant::now();
+        let mut pop = pod.pop3();
+        let reply = pop.login(other.0, other.1);
+        logins.push(began.elapsed());
+        assert!(reply.starts_with("+OK"), "{} during the attack: {reply}", other.0);
+        assert!(pop.quit().starts_with("+OK"));
+    }
+
+    let output = attacker.wait_with_output().unwrap();
+    assert!(output.status.success(), "attacker failed: {output:?}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let answered = summary["answered"].as_u64().unwrap();
+    let elapsed = summary["elapsed"].as_f64().unwrap();
+    let per_minute = answered as f64 * 60.0 / elapsed.max(60.0);
+    eprintln!(
+        "attack: {summary}\nanswered guesses: {answered} in {elapsed:.1} s \
+         (at most {per_minute:.1} a minute); other account's logins took {logins:?}"
+    );
+    assert!(summary["attempts"].as_u64().unwrap() > 100, "the attack ran: {summary}");
+    assert!(summary["found"].is_null(), "password found: {summary}");
+    assert!(answered <= 10, "{answered} answered guesses in {elapsed:.1} s");
+    let slowest = logins.iter().max().unwrap();
+    assert!(logins.len() >= 5, "{logins:?}");
+    assert!(
+        *slowest < Duration::from_secs(5),
+        "another account's login took {slowest:?} during the attack"
+    );
 }
 
 #[test]
