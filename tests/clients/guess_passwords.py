@@ -3,7 +3,7 @@
 
 Used by tests/abuse.rs. Runs --parallel workers for --duration seconds. Each attempt opens a
 new TLS connection to one of the --port servers from the next of --sources local addresses
-(127.0.1.1, 127.0.1.2, ...), sends USER and PASS with the next candidate password (one per
+(127.N.0.1, 127.N.0.2, ... for --source-net N), sends USER and PASS with the next candidate password (one per
 line on standard input), and hangs up if no answer arrives within --hang-up seconds, the
 way an attacker who reads a slow answer as "wrong" would. Writes a JSON summary to standard
 output:
@@ -47,6 +47,7 @@ def main():
     parser.add_argument("--cafile", required=True)
     parser.add_argument("--login", required=True)
     parser.add_argument("--sources", type=int, default=250)
+    parser.add_argument("--source-net", type=int, default=1)
     parser.add_argument("--parallel", type=int, default=32)
     parser.add_argument("--duration", type=float, required=True)
     parser.add_argument("--hang-up", type=float, default=0.6)
@@ -55,7 +56,7 @@ def main():
     context = ssl.create_default_context(cafile=args.cafile)
     candidates = iter([line.rstrip("\n") for line in sys.stdin if line.strip()])
     sources = itertools.cycle(
-        f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(args.sources)
+        f"127.{args.source_net}.{i // 250}.{1 + i % 250}" for i in range(args.sources)
     )
     ports = itertools.cycle(args.port)
     lock = threading.Lock()

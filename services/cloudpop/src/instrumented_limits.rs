@@ -7,9 +7,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cloudpop_limits::{
-    Admission, ConnectionSlot, Limits, LimitsError, LoginThrottle, SessionSlot,
-};
+use cloudpop_limits::{Admission, ConnectionSlot, Limits, LimitsError, LoginThrottle, SessionSlot};
 use prometheus::{HistogramOpts, HistogramVec, Registry};
 use tracing::Instrument;
 

@@ -72,10 +72,10 @@ fn unspaced() -> ThrottlePolicy {
     spaced(1_000)
 }
 
-/// Logins spaced after one free attempt, networks never; waits up to 45 s.
+/// Logins spaced after two free attempts, networks never; waits up to 45 s.
 fn per_login_throttle() -> LoginThrottle {
     LoginThrottle {
-        per_login: spaced(1),
+        per_login: spaced(2),
         per_network: unspaced(),
         max_wait: ms(45_000),
     }
@@ -253,7 +253,7 @@ async fn attempts_at_one_login_are_spaced(limits: &(impl Limits + ?Sized), scope
 async fn attempts_from_one_network_are_spaced(limits: &(impl Limits + ?Sized), scope: &str) {
     let throttle = LoginThrottle {
         per_login: unspaced(),
-        per_network: spaced(2),
+        per_network: spaced(3),
         max_wait: ms(15_000),
     };
     // Hosts of one /64 count together, each at another login.
@@ -277,8 +277,8 @@ async fn a_refusal_counts_only_with_the_holder_that_admitted(
     // The network refuses (no free attempt, a turn 10 s out, waits of at most 5 s); the
     // login admits and counts.
     let throttle = LoginThrottle {
-        per_login: spaced(0),
-        per_network: spaced(0),
+        per_login: spaced(1),
+        per_network: spaced(1),
         max_wait: ms(5_000),
     };
     let (client, target) = (v6(scope, 8, 1), user(scope, "c", "target"));
@@ -288,7 +288,11 @@ async fn a_refusal_counts_only_with_the_holder_that_admitted(
     assert_throttled(refused, ms(10_000), "the network's second attempt");
     // Now the login refuses too (its turn is 10 s out): neither holder counts this one.
     let again = admit(limits, client, &target, &throttle).await;
-    assert_throttled(again, ms(10_000), "a refused attempt must not move the turn");
+    assert_throttled(
+        again,
+        ms(10_000),
+        "a refused attempt must not move the turn",
+    );
     let relaxed = LoginThrottle {
         max_wait: LONG_TTL,
         ..throttle
@@ -306,8 +310,8 @@ async fn success_forgets_the_login_and_refunds_the_network(
     scope: &str,
 ) {
     let throttle = LoginThrottle {
-        per_login: spaced(0),
-        per_network: spaced(1),
+        per_login: spaced(1),
+        per_network: spaced(2),
         max_wait: LONG_TTL,
     };
     let (client, forgetful) = (v6(scope, 10, 1), user(scope, "d", "forgetful"));
@@ -331,14 +335,19 @@ async fn success_forgets_the_login_and_refunds_the_network(
         "a success must forget the login's attempts",
     );
     // The network counted two and was refunded one: its next turn stays (10 s), and the
-    // attempt taking it is its second (spacing 10 s), not its third (20 s).
+    // attempt taking it is its third, the first beyond the free ones (spacing 10 s), not
+    // its fourth (20 s).
     assert_admitted(
         admit(limits, client, &user(scope, "d", "next"), &throttle).await,
         ms(10_000),
         "the network's next turn stays",
     );
     let last = admit(limits, client, &user(scope, "d", "last"), &throttle).await;
-    assert_admitted(last, ms(20_000), "a success must refund one network attempt");
+    assert_admitted(
+        last,
+        ms(20_000),
+        "a success must refund one network attempt",
+    );
 }
 
 async fn connection_slot_lapses(limits: &(impl Limits + ?Sized), scope: &str) {
@@ -423,7 +432,7 @@ async fn session_refresh_keeps_the_slot(limits: &(impl Limits + ?Sized), scope: 
 async fn attempts_expire_a_window_after_the_latest(limits: &(impl Limits + ?Sized), scope: &str) {
     // Spacing 100, 200, 400, 800 ms, remembered for 400 ms after the latest turn.
     let policy = ThrottlePolicy {
-        free_attempts: 0,
+        free_attempts: 1,
         base: ms(100),
         max: ms(1000),
         window: SHORT_TTL,

@@ -451,7 +451,10 @@ mod tests {
         let kept = kept.unwrap().expect("a fresh client's slot");
         tokio::time::advance(SWEEP_EVERY).await;
         // Any call that looks at the state sweeps it when due.
-        limits.record_success(elsewhere, "acme/nobody").await.unwrap();
+        limits
+            .record_success(elsewhere, "acme/nobody")
+            .await
+            .unwrap();
         {
             let state = limits.state.lock().unwrap();
             assert_eq!(state.slots.len(), 1, "only the live slot's holder is kept");

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::throttle::{Admission, LoginThrottle};
 use crate::slot::{ConnectionSlot, SessionSlot};
+use crate::throttle::{Admission, LoginThrottle};
 
 /// Errors of a limits backend. All are temporary.
 #[derive(Debug, thiserror::Error)]

@@ -14,14 +14,16 @@ use std::time::Duration;
 
 /// How the attempts of one holder are spaced.
 ///
-/// After `n` counted attempts within the window, the next one waits for its turn:
-/// [`ThrottlePolicy::spacing_after`]`(n)` after the previous turn. Counts are forgotten
-/// `window` after the latest admitted attempt.
+/// The first `free_attempts` attempts within the window get their turn at once; after that,
+/// each attempt's turn comes [`ThrottlePolicy::spacing_after`]`(n)` after the previous
+/// turn, `n` being the attempts counted before it. Counts are forgotten `window` after the
+/// latest admitted attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThrottlePolicy {
-    /// Attempts (failed, or not finished yet) that are admitted without spacing.
+    /// Attempts (failed, or not answered yet) that get their turn at once; 0 counts as 1,
+    /// since the first attempt has no turn to wait behind.
     pub free_attempts: u64,
-    /// Spacing after the first attempt beyond the free ones.
+    /// Spacing before the first attempt beyond the free ones.
     pub base: Duration,
     /// Largest spacing, however many attempts.
     pub max: Duration,
@@ -30,18 +32,18 @@ pub struct ThrottlePolicy {
 }
 
 impl ThrottlePolicy {
-    /// The spacing after `attempts` counted attempts: zero up to the free ones, then
-    /// `base × 2^(k-1)` for the k-th attempt beyond them, capped at `max` (and never above
-    /// `max`, even when `base` is).
+    /// The spacing owed after `attempts` counted attempts: zero while the next attempt is
+    /// still a free one, then `base × 2^k` for the k-th attempt beyond the free ones
+    /// (counting from 0), capped at `max` (and never above `max`, even when `base` is).
     pub fn spacing_after(&self, attempts: u64) -> Duration {
-        let beyond_free = attempts.saturating_sub(self.free_attempts);
-        if beyond_free == 0 {
+        let free = self.free_attempts.max(1);
+        if attempts < free {
             return Duration::ZERO;
         }
         let mut spacing = self.base.min(self.max);
         // Stops once the cap is reached, so a huge count costs a few dozen steps at most.
         // The Redis script computes the same, step by step.
-        for _ in 1..beyond_free {
+        for _ in free..attempts {
             if spacing.is_zero() || spacing >= self.max {
                 break;
             }
@@ -64,12 +66,12 @@ pub struct LoginThrottle {
 }
 
 impl Default for LoginThrottle {
-    /// Per login: one free attempt, then 1 s doubling up to 30 s, remembered for 15
-    /// minutes. Per network: as many free attempts as the default connection cap per
+    /// Per login: two attempts at once (a phone and a laptop polling together), then 1 s
+    /// doubling up to 30 s, remembered for 15 minutes. Per network: as many free attempts as the default connection cap per
     /// address, so that a busy NAT's good logins are never spaced. Waits of up to 10 s.
     fn default() -> Self {
         let per_login = ThrottlePolicy {
-            free_attempts: 1,
+            free_attempts: 2,
             base: Duration::from_secs(1),
             max: Duration::from_secs(30),
             window: Duration::from_secs(15 * 60),
@@ -149,7 +151,16 @@ mod tests {
         let spacings: Vec<u64> = (0..6)
             .map(|n| policy(2).spacing_after(n).as_millis() as u64)
             .collect();
-        assert_eq!(spacings, [0, 0, 0, 100, 200, 400]);
+        assert_eq!(spacings, [0, 0, 100, 200, 400, 800]);
+        assert_eq!(
+            (0..8)
+                .map(|n| policy(0).spacing_after(n))
+                .collect::<Vec<_>>(),
+            (0..8)
+                .map(|n| policy(1).spacing_after(n))
+                .collect::<Vec<_>>(),
+            "no free attempt is one free attempt"
+        );
         assert_eq!(policy(2).spacing_after(u64::MAX), ms(1000));
     }
 

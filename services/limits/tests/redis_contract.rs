@@ -189,7 +189,9 @@ async fn two_pods_share_caps_and_login_delays() {
         let client = IpAddr::from([192, 0, 2, 100 + i]);
         attempts.spawn(async move {
             let throttle = LoginThrottle::default();
-            pod.admit_login(client, "race/bob", &throttle).await.unwrap()
+            pod.admit_login(client, "race/bob", &throttle)
+                .await
+                .unwrap()
         });
     }
     let mut waits: Vec<u64> = attempts
@@ -241,7 +243,10 @@ async fn assert_every_call_unavailable(
         "admit_login",
         limits.admit_login(client, "outage/bob", &throttle)
     );
-    call!("record_success", limits.record_success(client, "outage/bob"));
+    call!(
+        "record_success",
+        limits.record_success(client, "outage/bob")
+    );
     call!(
         "check_login_delay",
         limits.check_login_delay("outage/bob", LONG_TTL)
@@ -431,7 +436,10 @@ async fn counters_look_as_promised_inside_redis() {
     }
     let time: Vec<u64> = redis::cmd("TIME").query(&mut server.connection()).unwrap();
     let now_ms = time[0] * 1000 + time[1] / 1000;
-    for key in ["pop-test:try:ip:198.51.100.7", "pop-test:try:user:{acme/bob}"] {
+    for key in [
+        "pop-test:try:ip:198.51.100.7",
+        "pop-test:try:user:{acme/bob}",
+    ] {
         let (count, next_ms): (u64, u64) = redis::cmd("HMGET")
             .arg(key)
             .arg("count")
@@ -441,7 +449,10 @@ async fn counters_look_as_promised_inside_redis() {
         assert_eq!(count, 2, "{key}");
         // Turns now and 1 s from now; the next 2 s after that.
         let next_in = next_ms.saturating_sub(now_ms);
-        assert!((2_500..=3_000).contains(&next_in), "{key}: next turn in {next_in} ms");
+        assert!(
+            (2_500..=3_000).contains(&next_in),
+            "{key}: next turn in {next_in} ms"
+        );
         let left = int(query(redis::cmd("PTTL").arg(key)));
         assert!(90_000 < left && left <= 101_000, "{key}: PTTL {left}");
     }

@@ -16,8 +16,8 @@ use tracing::{debug, warn};
 
 use crate::capabilities;
 use crate::capabilities::CapaContext;
-use crate::login_gate;
 use crate::codec::{Command, MessageNumber, ProtocolError, SaslResponse};
+use crate::login_gate;
 use crate::reply::{BodyLimit, Reply, RespCode, Response};
 use crate::sasl::{self, Mechanism, Pending, Step};
 use crate::server::{Pop3Deps, SLOT_TTL};
@@ -451,22 +451,18 @@ impl Session {
         let login_key: String = login.to_ascii_lowercase().chars().take(256).collect();
         let mechanism = credential.mechanism();
         let mut deadline = login_gate::deadline(self.deps.config.login_deadline);
-        let counted = match login_gate::wait_for_turn(
-            &self.deps,
-            self.client_ip(),
-            &login_key,
-            deadline,
-        )
-        .await
-        {
-            login_gate::Turn::Go { counted, waited } => {
-                // The wait for a turn is the throttle's, not a backend's: it does not eat
-                // into the deadline.
-                deadline += waited;
-                counted
-            }
-            login_gate::Turn::Refused => return self.login_throttled(auth, mechanism),
-        };
+        let counted =
+            match login_gate::wait_for_turn(&self.deps, self.client_ip(), &login_key, deadline)
+                .await
+            {
+                login_gate::Turn::Go { counted, waited } => {
+                    // The wait for a turn is the throttle's, not a backend's: it does not eat
+                    // into the deadline.
+                    deadline += waited;
+                    counted
+                }
+                login_gate::Turn::Refused => return self.login_throttled(auth, mechanism),
+            };
         let request = AuthRequest {
             login,
             credential,
@@ -499,7 +495,11 @@ impl Session {
         // asking again would only spend the deadline.
         let limits_up = counted == login_gate::Counted::Shared;
         let user_key = format!("{}/{}", principal.tenant, principal.user);
-        if limits_up && !self.login_delay_passed(&user_key, &principal, deadline).await {
+        if limits_up
+            && !self
+                .login_delay_passed(&user_key, &principal, deadline)
+                .await
+        {
             let reply =
                 Response::err_code(RespCode::LoginDelay, "login too soon after the last one");
             return (State::Authorization(auth), reply.into());

@@ -750,6 +750,14 @@ impl Config {
                 "pop3.login_deadline must be at least 100ms",
             ),
             (
+                p.auth_free_attempts_per_login >= 1,
+                "pop3.auth_free_attempts_per_login must be at least 1",
+            ),
+            (
+                p.auth_free_attempts_per_ip >= 1,
+                "pop3.auth_free_attempts_per_ip must be at least 1",
+            ),
+            (
                 p.max_bad_commands >= 1,
                 "pop3.max_bad_commands must be at least 1",
             ),

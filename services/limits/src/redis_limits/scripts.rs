@@ -46,7 +46,7 @@ return 1
 /// attempt, Unix ms) for a turn, as `InProcessLimits` does (see `crate::throttle`). A quiet
 /// window (the key expired) starts afresh. A turn further out than max wait is refused and
 /// nothing changes; otherwise the attempt is counted, the next turn moves `spacing` past this
-/// one (`base × 2^(k-1)` for the k-th attempt beyond the free ones, capped at max, computed
+/// one (`base × 2^(k-1)` for the k-th attempt at or beyond the free ones, capped at max, computed
 /// step by step exactly like `ThrottlePolicy::spacing_after`), and the hash expires a window
 /// after this turn.
 ///
@@ -62,7 +62,7 @@ if wait > tonumber(ARGV[5]) then
     return {0, wait}
 end
 count = count + 1
-local beyond = count - tonumber(ARGV[1])
+local beyond = count - math.max(tonumber(ARGV[1]), 1) + 1
 local max = tonumber(ARGV[3])
 local spacing = 0
 if beyond > 0 then
