@@ -86,7 +86,12 @@ fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
 fn metric(server: &Server, series: &str) -> u64 {
     let (_, body) = http_get(server.admin, "/metrics").unwrap();
     body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
         .map_or(0, |v| v as u64)
 }
 
@@ -94,7 +99,10 @@ fn active(server: &Server) -> u64 {
     metric(
         server,
         r#"cloudpop_pop3_connections_active{listener="plain"}"#,
-    ) + metric(server, r#"cloudpop_pop3_connections_active{listener="tls"}"#)
+    ) + metric(
+        server,
+        r#"cloudpop_pop3_connections_active{listener="tls"}"#,
+    )
 }
 
 /// Waits until the server counts `want` open connections.
@@ -105,7 +113,10 @@ fn wait_active(server: &Server, want: u64) {
         if now == want {
             return;
         }
-        assert!(Instant::now() < deadline, "{now} connections open, not {want}");
+        assert!(
+            Instant::now() < deadline,
+            "{now} connections open, not {want}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -257,14 +268,15 @@ fn refusals_on_pop3s_are_not_plain_text() {
         .option("POP3__MAX_CONNECTIONS", "2")
         .option("POP3__MAX_CONNECTIONS_PER_IP", "1")
         .start();
-    let mut sessions: Vec<Client<TcpStream>> = [([127, 0, 0, 2], LOGIN), ([127, 0, 0, 3], OTHER_LOGIN)]
-        .into_iter()
-        .map(|(source, login)| {
-            let mut pop = Client::greeted(connect_from(source, server.pop3));
-            pop.login_ok(login, PASSWORD);
-            pop
-        })
-        .collect();
+    let mut sessions: Vec<Client<TcpStream>> =
+        [([127, 0, 0, 2], LOGIN), ([127, 0, 0, 3], OTHER_LOGIN)]
+            .into_iter()
+            .map(|(source, login)| {
+                let mut pop = Client::greeted(connect_from(source, server.pop3));
+                pop.login_ok(login, PASSWORD);
+                pop
+            })
+            .collect();
 
     let refused = read_to_end(connect_from([127, 0, 0, 4], server.pop3));
     assert!(
@@ -273,11 +285,18 @@ fn refusals_on_pop3s_are_not_plain_text() {
         text(&refused)
     );
     let refused = read_to_end(connect_from([127, 0, 0, 4], server.pop3s));
-    assert!(refused.is_empty(), "POP3S refusal sent {:?}", text(&refused));
+    assert!(
+        refused.is_empty(),
+        "POP3S refusal sent {:?}",
+        text(&refused)
+    );
     assert_refused_without_text("full", &python_handshake(&server, "127.0.0.4"));
     for pop in &mut sessions {
         let reply = pop.cmd("NOOP");
-        assert!(reply.starts_with("+OK"), "logged-in session after refusals: {reply}");
+        assert!(
+            reply.starts_with("+OK"),
+            "logged-in session after refusals: {reply}"
+        );
     }
     assert_eq!(metric(&server, "cloudpop_pop3_connections_shed_total"), 0);
 
@@ -289,6 +308,10 @@ fn refusals_on_pop3s_are_not_plain_text() {
     let tcp = connect_from([127, 0, 0, 5], server.pop3s);
     let _first = Client::greeted(wire::handshake(tcp, &dev_config(&server), "localhost").unwrap());
     let refused = read_to_end(connect_from([127, 0, 0, 5], server.pop3s));
-    assert!(refused.is_empty(), "per-address refusal sent {:?}", text(&refused));
+    assert!(
+        refused.is_empty(),
+        "per-address refusal sent {:?}",
+        text(&refused)
+    );
     assert_refused_without_text("per address", &python_handshake(&server, "127.0.0.5"));
 }

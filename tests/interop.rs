@@ -91,7 +91,15 @@ fn curl_list(server: &Server, cafile: &Path, user: &str, secret: &str) -> Output
     require("curl");
     let port = server.pop3s.port();
     run(Command::new("curl")
-        .args(["-sS", "-v", "--noproxy", "*", "--max-time", "20", "--cacert"])
+        .args([
+            "-sS",
+            "-v",
+            "--noproxy",
+            "*",
+            "--max-time",
+            "20",
+            "--cacert",
+        ])
         .arg(cafile)
         // The development certificate covers `localhost`; connect to the IPv4 listener.
         .arg("--resolve")
@@ -159,7 +167,10 @@ fn the_offered_mechanisms_follow_the_configuration() {
     assert!(capa.contains(&"SASL PLAIN CRAM-MD5".to_owned()), "{capa:?}");
     assert_eq!(pop.lines("AUTH"), ["PLAIN", "CRAM-MD5"]);
     let reply = pop.cmd("AUTH LOGIN");
-    assert!(reply.starts_with("-ERR"), "AUTH LOGIN, not offered: {reply}");
+    assert!(
+        reply.starts_with("-ERR"),
+        "AUTH LOGIN, not offered: {reply}"
+    );
     // CRAM-MD5 sends no reusable secret, so it is offered without TLS too (RFC 2195).
     let mut plain = wire::plain(server.pop3);
     assert_eq!(plain.lines("AUTH"), ["CRAM-MD5"]);

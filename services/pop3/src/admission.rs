@@ -201,6 +201,9 @@ mod tests {
         sessions.pop();
         let next = admission.admit().unwrap();
         assert!(!next.shed_another);
-        assert!(admission.admit().is_some(), "the newcomer was not logged in");
+        assert!(
+            admission.admit().is_some(),
+            "the newcomer was not logged in"
+        );
     }
 }

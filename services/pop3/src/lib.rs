@@ -16,9 +16,9 @@
 //! This crate does not check credentials (it asks an [`cloudpop_auth::Authenticator`]) and does
 //! not know where messages live (it asks a [`cloudpop_maildrop::MessageStore`]).
 
+mod admission;
 pub mod capabilities;
 pub mod codec;
-mod admission;
 mod config;
 mod connection;
 mod metrics;

@@ -79,8 +79,8 @@ impl Pop3Metrics {
             connections_refused: counter(
                 "cloudpop_pop3_connections_refused_total",
                 "POP3 connections refused before the greeting, by reason: max_connections \
-                 (this process is full), max_connections_per_ip, proxy_header (a trusted \
-                 proxy sent no valid PROXY header).",
+                 (every place is held by a logged-in session), max_connections_per_ip, \
+                 proxy_header (a trusted proxy sent no valid PROXY header).",
                 &["reason"],
             )?,
             connections_shed: IntCounter::new(

@@ -225,7 +225,12 @@ async fn start(
                 .connections_refused
                 .with_label_values(&["max_connections_per_ip"])
                 .inc();
-            refuse(stream, implicit_tls, "too many connections from your address").await;
+            refuse(
+                stream,
+                implicit_tls,
+                "too many connections from your address",
+            )
+            .await;
             return;
         }
         Err(e) => {
@@ -238,7 +243,8 @@ async fn start(
         implicit_tls,
         &deps,
         info,
-        shutdown, ticket,
+        shutdown,
+        ticket,
         slot.as_ref(),
     )
     .await;
@@ -265,11 +271,7 @@ async fn serve_stream(
     }
     // Boxed: a plain connection should not carry the TLS state's space.
     Box::pin(serve_implicit_tls(
-        stream,
-        deps,
-        info,
-        shutdown, ticket,
-        slot,
+        stream, deps, info, shutdown, ticket, slot,
     ))
     .await;
 }
