@@ -243,16 +243,23 @@ fn cram_challenge(pop: &mut Client<std::net::TcpStream>) -> String {
     challenge
 }
 
-// RFC 2195: CRAM-MD5 sends no reusable secret, so it is offered and accepted without TLS.
+// RFC 2195: CRAM-MD5 sends no reusable secret, so once configured it is offered and
+// accepted without TLS.
 #[test]
 fn cram_md5_on_the_plain_port() {
-    let (server, _dir) = server_with(
+    let dir = tempfile::tempdir().unwrap();
+    let users = wire::users_file(
+        dir.path(),
         &[
             (&["user", "add", CRAM_LOGIN], PASSWORD),
             (&["user", "cram", CRAM_LOGIN], CRAM_SECRET),
         ],
-        |_| {},
     );
+    let server = Server::builder()
+        .cleartext(false)
+        .option("USERS__FILE", &users.display().to_string())
+        .option("POP3__SASL_MECHANISMS", r#"["PLAIN", "CRAM-MD5"]"#)
+        .start();
     let mut pop = wire::plain(server.pop3);
     let capa = pop.lines("CAPA");
     assert!(capa.contains(&"SASL CRAM-MD5".to_owned()), "{capa:?}");

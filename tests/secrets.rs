@@ -312,6 +312,11 @@ fn a_full_session_leaves_no_secret_in_the_logs() {
         .option("LOG__LEVEL", "trace")
         .option("LOG__FORMAT", "json")
         .option("POP3__OFFER_CLEARTEXT_WITHOUT_TLS", "true")
+        // Every mechanism, so that each one is exercised and its secret watched for.
+        .option(
+            "POP3__SASL_MECHANISMS",
+            r#"["PLAIN", "LOGIN", "CRAM-MD5", "OAUTHBEARER", "XOAUTH2"]"#,
+        )
         .start();
 
     // The admin CLI reads every secret from standard input; it inherits trace logging too.

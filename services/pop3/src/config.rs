@@ -5,6 +5,7 @@ use std::time::Duration;
 use cloudpop_limits::LoginThrottle;
 
 use crate::proxy_protocol::TrustedNetworks;
+use crate::sasl::Mechanism;
 
 /// RFC 2449 EXPIRE as advertised before login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,9 @@ pub struct Pop3Config {
     pub write_timeout: Duration,
     /// Lifetime of a maildrop lease; it is renewed every third of it.
     pub lock_ttl: Duration,
-    /// Connections served at once; more are answered `-ERR [SYS/TEMP]` and closed.
+    /// Connections served at once. At the cap, the connection not logged in that has been
+    /// idle the longest is closed to make room; only when all are logged in is a new one
+    /// refused (`-ERR [SYS/TEMP]` on plain POP3, a bare close on POP3S).
     pub max_connections: usize,
     /// Size of the buffer a message streams through, per RETR/TOP in flight.
     pub stream_buffer: usize,
@@ -46,6 +49,10 @@ pub struct Pop3Config {
     /// OAUTHBEARER, XOAUTH2) on connections without TLS. Whether a login is accepted there
     /// is still each tenant's policy.
     pub offer_cleartext_without_tls: bool,
+    /// SASL mechanisms offered (and accepted) by AUTH. CRAM-MD5 is also offered only when
+    /// some user has a CRAM-MD5 secret; those that send a password or token only where
+    /// cleartext is offered.
+    pub sasl_mechanisms: Vec<Mechanism>,
     /// PROXY protocol: the networks whose connections must start with a v1 or v2 header.
     /// Everyone else connects directly and is refused if they send one. `None`: off.
     pub proxy_protocol: Option<TrustedNetworks>,
@@ -82,6 +89,7 @@ impl Default for Pop3Config {
             expire: ExpirePolicy::Never,
             max_sasl_line_length: 16 * 1024,
             offer_cleartext_without_tls: false,
+            sasl_mechanisms: Mechanism::OFFERED_BY_DEFAULT.to_vec(),
             proxy_protocol: None,
             proxy_header_timeout: Duration::from_secs(5),
             login_timeout: Duration::from_secs(120),

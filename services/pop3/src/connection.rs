@@ -11,6 +11,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::admission::Ticket;
 use crate::codec::{Command, Decoder, ProtocolError, SaslResponse};
 use crate::metrics::Raised;
 use crate::proxy_protocol::{self, Sniff};
@@ -43,6 +44,8 @@ pub(crate) enum Outcome {
     TlsFailed,
     /// A PROXY header from a peer that is not a trusted proxy.
     ProxyRefused,
+    /// Closed before login to make room for a new connection at the connection cap.
+    Shed,
 }
 
 impl Outcome {
@@ -60,7 +63,25 @@ impl Outcome {
             Outcome::StartTls => "start_tls",
             Outcome::TlsFailed => "tls_failed",
             Outcome::ProxyRefused => "proxy_refused",
+            Outcome::Shed => "shed",
         }
+    }
+
+    /// Whether the server ended the session on purpose, at a line boundary, so the client
+    /// may be told the stream is complete: on TLS a close_notify (RFC 8314 §5.1), on TCP a
+    /// FIN. Not after a failure mid-message, where the client must see a truncation.
+    fn closes_cleanly(self) -> bool {
+        matches!(
+            self,
+            Outcome::Closed
+                | Outcome::TooManyErrors
+                | Outcome::IdleTimeout
+                | Outcome::LoginTimeout
+                | Outcome::Shutdown
+                | Outcome::LockLost
+                | Outcome::ProxyRefused
+                | Outcome::Shed
+        )
     }
 }
 
@@ -123,6 +144,8 @@ struct Connection<S> {
     next_slot_refresh: Instant,
     /// The end of the time allowed before login (`login_timeout`).
     login_deadline: Instant,
+    /// This connection's place under the connection cap; signals when it is shed.
+    ticket: Ticket,
 }
 
 /// Buffer capacity a waiting connection keeps. More, left over from a large response or a
@@ -142,6 +165,7 @@ pub(crate) async fn serve<S>(
     deps: Arc<Pop3Deps>,
     info: ConnectionInfo,
     shutdown: CancellationToken,
+    ticket: Ticket,
     slot: Option<&ConnectionSlot>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -154,11 +178,13 @@ pub(crate) async fn serve<S>(
         stream,
         deps.clone(),
         slot.cloned(),
+        ticket,
         login_deadline,
         listener,
     );
     session.greeting().encode(&mut conn.out);
     let mut outcome = conn.run(&mut session, &shutdown).await;
+    conn.close(outcome).await;
     let mut bytes_sent = conn.bytes_sent;
     if outcome == Outcome::StartTls {
         // Boxed: a connection that never says STLS should not carry the TLS state's space.
@@ -202,7 +228,12 @@ where
         return (Outcome::TlsFailed, 0);
     };
     let handshake = tls.acceptor().accept(plain.stream);
-    let handshake = timeout(deps.config.idle_timeout_authorization, handshake).await;
+    let handshake = timeout(deps.config.idle_timeout_authorization, handshake);
+    // Shed during the handshake: the TCP connection just closes.
+    let shed = plain.ticket.shed_signal().clone();
+    let Some(handshake) = shed.run_until_cancelled(handshake).await else {
+        return (Outcome::Shed, 0);
+    };
     let tls_outcome = match &handshake {
         Ok(Ok(_)) => "ok",
         Ok(Err(_)) => "failed",
@@ -219,10 +250,12 @@ where
                 stream,
                 deps.clone(),
                 plain.slot,
+                plain.ticket,
                 plain.login_deadline,
                 plain.listener,
             );
             let outcome = conn.run(session, shutdown).await;
+            conn.close(outcome).await;
             (outcome, conn.bytes_sent)
         }
         Ok(Err(e)) => {
@@ -281,6 +314,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         stream: S,
         deps: Arc<Pop3Deps>,
         slot: Option<ConnectionSlot>,
+        ticket: Ticket,
         login_deadline: Instant,
         listener: &'static str,
     ) -> Self {
@@ -297,6 +331,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             slot,
             next_slot_refresh: Instant::now() + SLOT_TTL / 3,
             login_deadline,
+            ticket,
+        }
+    }
+
+    /// Ends the stream after a session the server closed on purpose: a close_notify on TLS
+    /// (RFC 8314 §5.1), a FIN on TCP.
+    async fn close(&mut self, outcome: Outcome) {
+        if outcome.closes_cleanly() {
+            let _ = timeout(self.deps.config.write_timeout, self.stream.shutdown()).await;
         }
     }
 
@@ -404,10 +447,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 .into_iter()
                 .flatten()
                 .fold(self.next_slot_refresh, Instant::min);
+            let shed = self.ticket.shed_signal().clone();
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
                     return self.say_goodbye(Response::err_code(RespCode::SysTemp, "server shutting down"), Outcome::Shutdown).await;
+                }
+                // A logged-in session is never shed; a login that crossed the shedding wins.
+                () = shed.cancelled(), if !session.is_logged_in() => {
+                    return self.say_goodbye(Response::err_code(RespCode::SysTemp, "server busy; idle connections that have not logged in are closed"), Outcome::Shed).await;
                 }
                 () = sleep_until(wake) => {
                     let now = Instant::now();
@@ -444,6 +492,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             outcome = tracing::field::Empty,
         );
         let started = Instant::now();
+        if !session.is_logged_in() {
+            self.ticket.touch();
+        }
         let step = async {
             let reply = match input {
                 Input::Command(command) => session.handle(command).await,
@@ -454,6 +505,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.next_renewal = Some(Instant::now() + self.renew_every());
             }
             if session.is_logged_in() && self.logged_in.is_none() {
+                self.ticket.logged_in();
                 let gauge = self
                     .deps
                     .metrics

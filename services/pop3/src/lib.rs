@@ -6,7 +6,8 @@
 //! - [`session`]: the RFC 1939 state machine. Handlers return [`Reply`] values and never
 //!   touch the socket.
 //! - [`connection`] and [`server`]: the read → decode → handle → encode → write loop, the
-//!   listener, timeouts and the connection cap.
+//!   listener, timeouts and the connection cap, under which `admission` sheds idle
+//!   connections that have not logged in.
 //! - [`tls`]: certificates, SNI selection and hot reload for STLS and implicit TLS.
 //! - [`Pop3Metrics`]: the Prometheus families the listener, connections and sessions
 //!   update; passed in with the other dependencies. Each session runs in a `pop3_session`
@@ -15,6 +16,7 @@
 //! This crate does not check credentials (it asks an [`cloudpop_auth::Authenticator`]) and does
 //! not know where messages live (it asks a [`cloudpop_maildrop::MessageStore`]).
 
+mod admission;
 pub mod capabilities;
 pub mod codec;
 mod config;

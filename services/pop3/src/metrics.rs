@@ -15,7 +15,7 @@ use prometheus::{
 pub(crate) const LISTENERS: [&str; 2] = ["plain", "tls"];
 
 /// Every outcome a session can end with (see the session-end log line).
-pub(crate) const SESSION_OUTCOMES: [&str; 11] = [
+pub(crate) const SESSION_OUTCOMES: [&str; 12] = [
     "closed",
     "too_many_errors",
     "dropped",
@@ -27,6 +27,7 @@ pub(crate) const SESSION_OUTCOMES: [&str; 11] = [
     "store_failed",
     "tls_failed",
     "proxy_refused",
+    "shed",
 ];
 
 /// Latency buckets in seconds: 0.5 ms to ~16 s, doubling.
@@ -40,6 +41,7 @@ pub struct Pop3Metrics {
     pub(crate) connections_active: IntGaugeVec,
     pub(crate) connections: IntCounterVec,
     pub(crate) connections_refused: IntCounterVec,
+    pub(crate) connections_shed: IntCounter,
     pub(crate) sessions_active: IntGaugeVec,
     pub(crate) sessions: IntCounterVec,
     pub(crate) session_duration: Histogram,
@@ -77,9 +79,14 @@ impl Pop3Metrics {
             connections_refused: counter(
                 "cloudpop_pop3_connections_refused_total",
                 "POP3 connections refused before the greeting, by reason: max_connections \
-                 (this process is full), max_connections_per_ip, proxy_header (a trusted \
-                 proxy sent no valid PROXY header).",
+                 (every place is held by a logged-in session), max_connections_per_ip, \
+                 proxy_header (a trusted proxy sent no valid PROXY header).",
                 &["reason"],
+            )?,
+            connections_shed: IntCounter::new(
+                "cloudpop_pop3_connections_shed_total",
+                "POP3 connections not logged in that were closed to make room for a new \
+                 connection while max_connections were open (the one idle the longest first).",
             )?,
             sessions_active: IntGaugeVec::new(
                 Opts::new(
@@ -95,7 +102,7 @@ impl Pop3Metrics {
                  failed logins or invalid commands), dropped (the client went away without \
                  QUIT), idle_timeout, login_timeout, write_timeout, shutdown (closed by a \
                  drain), lock_lost, store_failed (the store failed mid-message), tls_failed, \
-                 proxy_refused.",
+                 proxy_refused, shed (closed before login to make room for a new connection).",
                 &["outcome"],
             )?,
             session_duration: Histogram::with_opts(
@@ -184,6 +191,7 @@ impl Pop3Metrics {
             Box::new(self.connections_active.clone()),
             Box::new(self.connections.clone()),
             Box::new(self.connections_refused.clone()),
+            Box::new(self.connections_shed.clone()),
             Box::new(self.sessions_active.clone()),
             Box::new(self.sessions.clone()),
             Box::new(self.session_duration.clone()),

@@ -39,6 +39,16 @@ impl Mechanism {
         }
     }
 
+    /// What is offered unless configured otherwise: everything but CRAM-MD5. CRAM-MD5
+    /// needs a plaintext-equivalent secret per user, and clients that see it advertised
+    /// (curl, mpop) choose it over PLAIN, so users without such a secret could not log in.
+    pub const OFFERED_BY_DEFAULT: [Mechanism; 4] = [
+        Mechanism::Plain,
+        Mechanism::Login,
+        Mechanism::OAuthBearer,
+        Mechanism::XOAuth2,
+    ];
+
     /// Looks a mechanism up by its (upper-case) name.
     pub fn from_name(name: &str) -> Option<Mechanism> {
         Mechanism::ALL.into_iter().find(|m| m.name() == name)

@@ -1,5 +1,10 @@
 //! The POP3 listeners: accept connections (plain with STLS, and implicit TLS), apply the
-//! PROXY protocol policy, cap connections, and drain on shutdown.
+//! PROXY protocol policy, cap connections (shedding idle ones that have not logged in, see
+//! [`admission`](crate::admission)), and drain on shutdown.
+//!
+//! A refusal on the plain listener is a `-ERR [SYS/TEMP]` line. On the POP3S listener it is
+//! a TCP close without a byte: the client expects a TLS handshake, and text there would be
+//! read as a broken one (RFC 8314 §3.3: TLS from the first byte).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,11 +15,11 @@ use cloudpop_limits::{InProcessLimits, Limits};
 use cloudpop_maildrop::{MaildropLock, MessageStore};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::admission::{Admission, Ticket};
 use crate::config::Pop3Config;
 use crate::connection::{self, Outcome, SessionEnd};
 use crate::metrics::{Pop3Metrics, Raised};
@@ -65,11 +70,11 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let sessions = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(deps.config.max_connections));
+    let admission = Admission::new(deps.config.max_connections);
     let accept = Acceptor {
         deps,
         sessions: sessions.clone(),
-        permits,
+        admission,
         shutdown,
     };
     let plain = async {
@@ -91,7 +96,7 @@ pub async fn run(
 struct Acceptor {
     deps: Arc<Pop3Deps>,
     sessions: TaskTracker,
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     shutdown: CancellationToken,
 }
 
@@ -114,15 +119,24 @@ impl Acceptor {
             let metrics = &self.deps.metrics;
             let listener = if implicit_tls { "tls" } else { "plain" };
             metrics.connections.with_label_values(&[listener]).inc();
-            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            let Some(admitted) = self.admission.admit() else {
+                // Every place belongs to a logged-in session: nothing may be shed.
                 metrics
                     .connections_refused
                     .with_label_values(&["max_connections"])
                     .inc();
-                self.sessions
-                    .spawn(refuse(stream, "too many connections, try again later"));
+                self.sessions.spawn(refuse(
+                    stream,
+                    implicit_tls,
+                    "too many connections, try again later",
+                ));
                 continue;
             };
+            if admitted.shed_another {
+                metrics.connections_shed.inc();
+                debug!("connection cap reached; the longest idle connection not logged in is shed");
+            }
+            let ticket = admitted.ticket;
             let open = Raised::new(metrics.connection_gauge(listener));
             let deps = self.deps.clone();
             let shutdown = self.shutdown.clone();
@@ -137,9 +151,8 @@ impl Acceptor {
             );
             self.sessions.spawn(
                 async move {
-                    start(stream, peer, implicit_tls, deps, shutdown).await;
+                    start(stream, peer, implicit_tls, deps, shutdown, ticket).await;
                     drop(open);
-                    drop(permit);
                 }
                 .instrument(span),
             );
@@ -154,6 +167,7 @@ async fn start(
     implicit_tls: bool,
     deps: Arc<Pop3Deps>,
     shutdown: CancellationToken,
+    ticket: Ticket,
 ) {
     let config = &deps.config;
     let mut info = ConnectionInfo {
@@ -170,7 +184,14 @@ async fn start(
                     config.proxy_header_timeout,
                     proxy_protocol::DEFAULT_MAX_LEN,
                 );
-                match read.await {
+                let read = tokio::select! {
+                    read = read => read,
+                    () = ticket.shed_signal().cancelled() => {
+                        debug!("connection shed while waiting for its PROXY header");
+                        return;
+                    }
+                };
+                match read {
                     Ok((header, _)) => {
                         info.client_addr = Some(header.source_or(peer));
                         if let Some(destination) = header.destination {
@@ -207,7 +228,12 @@ async fn start(
                 .connections_refused
                 .with_label_values(&["max_connections_per_ip"])
                 .inc();
-            refuse(stream, "too many connections from your address").await;
+            refuse(
+                stream,
+                implicit_tls,
+                "too many connections from your address",
+            )
+            .await;
             return;
         }
         Err(e) => {
@@ -215,7 +241,16 @@ async fn start(
             None
         }
     };
-    serve_stream(stream, implicit_tls, &deps, info, shutdown, slot.as_ref()).await;
+    serve_stream(
+        stream,
+        implicit_tls,
+        &deps,
+        info,
+        shutdown,
+        ticket,
+        slot.as_ref(),
+    )
+    .await;
     if let Some(slot) = slot
         && let Err(e) = deps.limits.close_connection(&slot).await
     {
@@ -229,15 +264,19 @@ async fn serve_stream(
     deps: &Arc<Pop3Deps>,
     info: ConnectionInfo,
     shutdown: CancellationToken,
+    ticket: Ticket,
     slot: Option<&cloudpop_limits::ConnectionSlot>,
 ) {
     let deps = deps.clone();
     if !implicit_tls {
-        connection::serve(stream, deps, info, shutdown, slot).await;
+        connection::serve(stream, deps, info, shutdown, ticket, slot).await;
         return;
     }
     // Boxed: a plain connection should not carry the TLS state's space.
-    Box::pin(serve_implicit_tls(stream, deps, info, shutdown, slot)).await;
+    Box::pin(serve_implicit_tls(
+        stream, deps, info, shutdown, ticket, slot,
+    ))
+    .await;
 }
 
 /// Implicit TLS (RFC 8314 §3.3): the handshake, then the session.
@@ -246,6 +285,7 @@ async fn serve_implicit_tls(
     deps: Arc<Pop3Deps>,
     info: ConnectionInfo,
     shutdown: CancellationToken,
+    ticket: Ticket,
     slot: Option<&cloudpop_limits::ConnectionSlot>,
 ) {
     let config = &deps.config;
@@ -256,8 +296,23 @@ async fn serve_implicit_tls(
     let handshake = tokio::time::timeout(
         config.idle_timeout_authorization,
         tls.acceptor().accept(stream),
-    )
-    .await;
+    );
+    // Shed before the handshake ended: the TCP connection just closes.
+    let shed = ticket.shed_signal().clone();
+    let Some(handshake) = shed.run_until_cancelled(handshake).await else {
+        connection::session_ended(
+            &deps,
+            &SessionEnd {
+                outcome: Outcome::Shed,
+                started,
+                stats: &SessionStats::default(),
+                bytes_sent: 0,
+                tls: false,
+                listener: "tls",
+            },
+        );
+        return;
+    };
     let outcome = match &handshake {
         Ok(Ok(_)) => "ok",
         Ok(Err(_)) => "failed",
@@ -269,7 +324,7 @@ async fn serve_implicit_tls(
         .inc();
     match handshake {
         Ok(Ok(stream)) => {
-            connection::serve(stream, deps, info, shutdown, slot).await;
+            connection::serve(stream, deps, info, shutdown, ticket, slot).await;
             return;
         }
         Ok(Err(e)) => debug!(error = %e, "implicit TLS handshake failed"),
@@ -289,7 +344,13 @@ async fn serve_implicit_tls(
     );
 }
 
-async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, why: &str) {
+/// Refuses a connection before its greeting: `-ERR [SYS/TEMP] why` on plain POP3, and on
+/// POP3S a close without a byte, since any text there would reach a TLS client as a broken
+/// handshake.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, implicit_tls: bool, why: &str) {
+    if implicit_tls {
+        return;
+    }
     let line = format!("-ERR [SYS/TEMP] {why}\r\n");
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(line.as_bytes())).await;
 }

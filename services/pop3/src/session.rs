@@ -240,16 +240,22 @@ impl Session {
         let cleartext_ok = self.info.tls || self.deps.config.offer_cleartext_without_tls;
         let mechanisms = Mechanism::ALL
             .into_iter()
-            .filter(|m| match m {
-                Mechanism::CramMd5 => self.deps.authenticator.cram_md5_offered(),
-                _ => cleartext_ok && m.sends_cleartext_secret(),
-            })
+            .filter(|m| self.mechanism_enabled(*m))
+            .filter(|m| !m.sends_cleartext_secret() || cleartext_ok)
             .collect();
         CapaContext {
             user: cleartext_ok,
             stls: self.stls_available(),
             mechanisms,
         }
+    }
+
+    /// Whether AUTH accepts `mechanism` at all: configured, and for CRAM-MD5, usable by
+    /// some user. Whether a password may be sent without TLS is the tenant's decision, made
+    /// at login.
+    fn mechanism_enabled(&self, mechanism: Mechanism) -> bool {
+        self.deps.config.sasl_mechanisms.contains(&mechanism)
+            && (mechanism != Mechanism::CramMd5 || self.deps.authenticator.cram_md5_offered())
     }
 
     fn stls_available(&self) -> bool {
@@ -376,18 +382,14 @@ impl Session {
                 Reply::Multiline(Response::ok("mechanisms follow"), body),
             );
         };
-        let Some(mechanism) = Mechanism::from_name(&name) else {
+        // RFC 5034 §4: a mechanism that is not offered is refused with -ERR.
+        let Some(mechanism) = Mechanism::from_name(&name).filter(|m| self.mechanism_enabled(*m))
+        else {
             return (
                 State::Authorization(auth),
                 Response::err("unsupported SASL mechanism").into(),
             );
         };
-        if mechanism == Mechanism::CramMd5 && !self.deps.authenticator.cram_md5_offered() {
-            return (
-                State::Authorization(auth),
-                Response::err("unsupported SASL mechanism").into(),
-            );
-        }
         // Only CRAM-MD5 uses a challenge (RFC 2195 §2); others need no randomness.
         let challenge = match mechanism {
             Mechanism::CramMd5 => apop_challenge(&self.deps.config.hostname),
@@ -774,7 +776,8 @@ impl Session {
                 }
                 None => no_such_message(),
             },
-            Command::Noop => Response::ok("").into(),
+            // RFC 1957: some clients need text after every +OK.
+            Command::Noop => Response::ok("still here").into(),
             Command::Rset => {
                 txn.deleted.iter_mut().for_each(|d| *d = false);
                 txn.deleted_count = 0;

@@ -112,6 +112,8 @@ pub struct Pop3Section {
     /// Advertise USER and PLAIN/LOGIN/OAUTHBEARER/XOAUTH2 without TLS. Each tenant's
     /// `cleartext_allowed` still decides whether such a login is accepted.
     pub offer_cleartext_without_tls: bool,
+    /// SASL mechanisms AUTH offers, by name; CRAM-MD5 is left out by default.
+    pub sasl_mechanisms: Vec<String>,
     /// Expect a PROXY protocol (v1 or v2) header from `proxy_trusted_networks`.
     pub proxy_protocol: bool,
     /// Networks of the load balancers allowed to send PROXY headers, e.g. `["10.0.0.0/8"]`.
@@ -166,6 +168,11 @@ impl Default for Pop3Section {
             listen_tls: SocketAddr::from(([127, 0, 0, 1], 1995)),
             max_sasl_line_length: d.max_sasl_line_length,
             offer_cleartext_without_tls: d.offer_cleartext_without_tls,
+            sasl_mechanisms: d
+                .sasl_mechanisms
+                .iter()
+                .map(|m| m.name().to_owned())
+                .collect(),
             proxy_protocol: false,
             proxy_trusted_networks: Vec::new(),
             proxy_header_timeout: d.proxy_header_timeout,
@@ -216,6 +223,25 @@ pub enum ExpireSetting {
 #[serde(rename_all = "lowercase")]
 pub enum Never {
     Never,
+}
+
+/// `pop3.sasl_mechanisms`: names (any case) of mechanisms the POP3 crate implements.
+fn sasl_mechanisms(names: &[String]) -> Result<Vec<cloudpop_pop3::sasl::Mechanism>, String> {
+    use cloudpop_pop3::sasl::Mechanism;
+    let mut mechanisms = Vec::new();
+    for name in names {
+        let Some(mechanism) = Mechanism::from_name(&name.to_ascii_uppercase()) else {
+            let known: Vec<&str> = Mechanism::ALL.iter().map(|m| m.name()).collect();
+            return Err(format!(
+                "pop3.sasl_mechanisms: unknown mechanism {name:?} (known: {})",
+                known.join(", ")
+            ));
+        };
+        if !mechanisms.contains(&mechanism) {
+            mechanisms.push(mechanism);
+        }
+    }
+    Ok(mechanisms)
 }
 
 /// `[lmtp]`: the LMTP delivery listener.
@@ -688,6 +714,7 @@ impl Config {
         } else {
             None
         };
+        let sasl_mechanisms = sasl_mechanisms(&p.sasl_mechanisms)?;
         Ok(cloudpop_pop3::Pop3Config {
             hostname: p.hostname.clone(),
             max_line_length: p.max_line_length,
@@ -706,6 +733,7 @@ impl Config {
             },
             max_sasl_line_length: p.max_sasl_line_length,
             offer_cleartext_without_tls: p.offer_cleartext_without_tls,
+            sasl_mechanisms,
             proxy_protocol,
             proxy_header_timeout: p.proxy_header_timeout,
             login_timeout: p.login_timeout,
