@@ -109,11 +109,7 @@ impl Buffer {
     /// so a message of `n` octets is copied O(log n) times.
     fn make_room(&mut self, more: usize) -> Result<(), BudgetSpent> {
         let capacity = self.bytes.capacity();
-        let needed = self
-            .bytes
-            .len()
-            .saturating_add(more)
-            .min(self.max_capacity);
+        let needed = self.bytes.len().saturating_add(more).min(self.max_capacity);
         if capacity >= needed {
             return Ok(());
         }

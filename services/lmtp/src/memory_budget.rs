@@ -81,12 +81,12 @@ impl Reservation {
     /// over its limit.
     pub fn try_reserve(&mut self, more: u64) -> Result<(), BudgetSpent> {
         let limit = self.shared.limit;
-        let taken = self
-            .shared
-            .in_use
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_use| {
-                in_use.checked_add(more).filter(|total| *total <= limit)
-            });
+        let taken =
+            self.shared
+                .in_use
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |in_use| {
+                    in_use.checked_add(more).filter(|total| *total <= limit)
+                });
         match taken {
             Ok(_) => {
                 self.held += more;

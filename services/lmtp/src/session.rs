@@ -534,7 +534,9 @@ impl Session {
             }
             Received::OverBudget(spent) => {
                 warn!(
-                    size_so_far = end.size, in_use = spent.in_use, limit = spent.limit,
+                    size_so_far = end.size,
+                    in_use = spent.in_use,
+                    limit = spent.limit,
                     "message refused: the LMTP memory budget (max_in_flight_bytes) is spent"
                 );
                 self.deps.metrics.messages_over_budget.inc();

@@ -143,7 +143,10 @@ async fn a_trickled_message_is_cut_off_at_data_timeout() {
     c.expect_eof().await;
     assert!(server.messages("alice").await.is_empty());
     assert_eq!(
-        server.metric("cloudpop_lmtp_sessions_total", Some(("outcome", "data_timeout"))),
+        server.metric(
+            "cloudpop_lmtp_sessions_total",
+            Some(("outcome", "data_timeout"))
+        ),
         1.0
     );
     assert_eq!(server.metric("cloudpop_lmtp_in_flight_bytes", None), 0.0);

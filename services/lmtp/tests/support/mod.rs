@@ -134,7 +134,11 @@ impl TestServer {
 
     /// The value of metric `name` (with `label`'s value if given), 0 if absent.
     pub(crate) fn metric(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
-        let family = self.registry.gather().into_iter().find(|f| f.name() == name);
+        let family = self
+            .registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == name);
         let Some(family) = family else { return 0.0 };
         family
             .get_metric()
