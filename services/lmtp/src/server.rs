@@ -14,7 +14,7 @@
 //!   too, and nothing is stored.
 //! - Receive buffers are bounded by one read chunk plus the command line limit; the
 //!   message itself by `max_message_size`, and all messages being received by
-//!   `max_in_flight_bytes` (one [`MemoryBudget`] per listener, see [`crate::incoming`]).
+//!   `max_in_flight_bytes` (one [`MemoryBudget`] per listener).
 
 use std::io;
 use std::net::SocketAddr;
