@@ -292,6 +292,11 @@ fn invalid_config_file_values_are_refused_naming_the_option() {
             "listen_adress",
         ),
         ("[lmtp]\nmax_line_length = 100\n", "lmtp.max_line_length"),
+        (
+            "[lmtp]\nmax_message_size = 200000000\n",
+            "lmtp.max_in_flight_bytes",
+        ),
+        ("[lmtp]\ndata_timeout = \"0s\"\n", "lmtp.data_timeout"),
         ("[shutdown]\ngrace_period = 30\n", "grace_period"),
     ];
     let mut problems = Vec::new();

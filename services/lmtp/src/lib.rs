@@ -11,12 +11,13 @@
 //!
 //! Layers: [`codec`] (bytes ↔ commands, message data and replies; no I/O), [`session`]
 //! (the state machine; handlers return replies), [`server`] (the accept loop and one task
-//! per connection), [`config`].
+//! per connection), [`memory_budget`] (the octets all connections may hold), [`config`].
 //!
 //! Not here: TLS and authentication of the client (RFC 2033 §1: LMTP is used only by prior
 //! arrangement, here on a trusted network), the SMTP extensions not advertised in the LHLO reply (CHUNKING, DSN,
 //! SMTPUTF8, …), queueing and retries (the client's job), and a disk spool: the message
-//! is held in memory, bounded by `max_message_size`.
+//! is held in memory, bounded by `max_message_size` per connection and by
+//! `max_in_flight_bytes` for all connections together ([`MemoryBudget`]).
 //!
 //! [`Authenticator`]: cloudpop_auth::Authenticator
 //! [`MessageStore`]: cloudpop_maildrop::MessageStore
@@ -29,12 +30,15 @@ use cloudpop_maildrop::MessageStore;
 pub mod codec;
 pub mod config;
 mod date;
+mod incoming;
+pub mod memory_budget;
 mod metrics;
 pub mod server;
 pub mod session;
 mod trace_fields;
 
 pub use config::{ConfigError, LmtpConfig};
+pub use memory_budget::MemoryBudget;
 pub use metrics::LmtpMetrics;
 pub use server::run;
 

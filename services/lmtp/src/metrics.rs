@@ -12,6 +12,8 @@ pub struct LmtpMetrics {
     pub(crate) recipients: IntCounterVec,
     pub(crate) deliveries: IntCounterVec,
     pub(crate) received_bytes: IntCounter,
+    pub(crate) in_flight_bytes: IntGauge,
+    pub(crate) messages_over_budget: IntCounter,
 }
 
 impl LmtpMetrics {
@@ -30,7 +32,8 @@ impl LmtpMetrics {
                 Opts::new(
                     "cloudpop_lmtp_sessions_total",
                     "LMTP sessions ended, by outcome: quit, client_closed (between commands), \
-                     shutdown (closed by a drain), idle_timeout, closed_during_data, io_error.",
+                     shutdown (closed by a drain), idle_timeout, data_timeout, closed_during_data, \
+                     io_error.",
                 ),
                 &["outcome"],
             )?,
@@ -46,13 +49,23 @@ impl LmtpMetrics {
                 Opts::new(
                     "cloudpop_lmtp_deliveries_total",
                     "Per-recipient delivery replies after DATA, by outcome: delivered (250, \
-                     stored durably), storage_failed (451, the MTA retries), too_large (552).",
+                     stored durably), storage_failed (451, the MTA retries), too_large (552), \
+                     insufficient_storage (452, the memory budget was spent; the MTA retries).",
                 ),
                 &["outcome"],
             )?,
             received_bytes: IntCounter::new(
                 "cloudpop_lmtp_received_bytes_total",
                 "Message bytes received in DATA (as stored, before trace header fields).",
+            )?,
+            in_flight_bytes: IntGauge::new(
+                "cloudpop_lmtp_in_flight_bytes",
+                "Octets of message buffers LMTP connections hold now, out of \
+                 lmtp.max_in_flight_bytes.",
+            )?,
+            messages_over_budget: IntCounter::new(
+                "cloudpop_lmtp_messages_over_budget_total",
+                "Messages refused with 452 4.3.1 because lmtp.max_in_flight_bytes was spent.",
             )?,
         };
         for outcome in SESSION_OUTCOMES {
@@ -61,7 +74,7 @@ impl LmtpMetrics {
         for outcome in ["accepted", "unknown", "lookup_failed", "too_many"] {
             metrics.recipients.with_label_values(&[outcome]);
         }
-        for outcome in ["delivered", "storage_failed", "too_large"] {
+        for outcome in DELIVERY_OUTCOMES {
             metrics.deliveries.with_label_values(&[outcome]);
         }
         registry.register(Box::new(metrics.connections_active.clone()))?;
@@ -70,16 +83,27 @@ impl LmtpMetrics {
         registry.register(Box::new(metrics.recipients.clone()))?;
         registry.register(Box::new(metrics.deliveries.clone()))?;
         registry.register(Box::new(metrics.received_bytes.clone()))?;
+        registry.register(Box::new(metrics.in_flight_bytes.clone()))?;
+        registry.register(Box::new(metrics.messages_over_budget.clone()))?;
         Ok(metrics)
     }
 }
 
 /// Every outcome an LMTP session can end with.
-const SESSION_OUTCOMES: [&str; 6] = [
+const SESSION_OUTCOMES: [&str; 7] = [
     "quit",
     "client_closed",
     "shutdown",
     "idle_timeout",
+    "data_timeout",
     "closed_during_data",
     "io_error",
+];
+
+/// Every outcome of a recipient's delivery after DATA.
+const DELIVERY_OUTCOMES: [&str; 4] = [
+    "delivered",
+    "storage_failed",
+    "too_large",
+    "insufficient_storage",
 ];

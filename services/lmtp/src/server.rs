@@ -9,9 +9,12 @@
 //! - Replies are buffered and written whenever the server needs more input, so pipelined
 //!   commands (RFC 2920) are answered in order, in as few writes as possible.
 //! - Every wait for the client, reading or writing, is bounded by `idle_timeout`; a silent
-//!   client is answered `421 4.4.2` and closed.
+//!   client is answered `421 4.4.2` and closed. The whole DATA phase is also bounded, by
+//!   `data_timeout`: a client that trickles its message is answered `421 4.4.2` and closed
+//!   too, and nothing is stored.
 //! - Receive buffers are bounded by one read chunk plus the command line limit; the
-//!   message itself by `max_message_size` (see [`crate::session`]).
+//!   message itself by `max_message_size`, and all messages being received by
+//!   `max_in_flight_bytes` (one [`MemoryBudget`] per listener).
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,7 +31,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::LmtpDeps;
-use crate::codec::{CommandDecoder, DataDecoder};
+use crate::codec::CommandDecoder;
+use crate::incoming::Incoming;
+use crate::memory_budget::MemoryBudget;
 use crate::session::{Closing, Next, Session};
 
 /// Bytes asked for by one read.
@@ -44,6 +49,8 @@ pub enum ConnectionError {
     Io(#[from] io::Error),
     #[error("client idle for too long")]
     IdleTimeout,
+    #[error("DATA took longer than data_timeout")]
+    DataTimeout,
     #[error("client closed the connection during DATA")]
     ClosedDuringData,
 }
@@ -59,6 +66,10 @@ pub async fn run(
     deps.config
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let budget = MemoryBudget::new(
+        deps.config.max_in_flight_bytes,
+        deps.metrics.in_flight_bytes.clone(),
+    );
     let deps = Arc::new(deps);
     let slots = Arc::new(Semaphore::new(deps.config.max_connections));
     let tracker = TaskTracker::new();
@@ -85,7 +96,13 @@ pub async fn run(
             continue;
         };
         let open = OpenConnection::new(&deps);
-        let connection = Connection::new(stream, peer, Arc::clone(&deps), shutdown.clone());
+        let connection = Connection::new(
+            stream,
+            peer,
+            Arc::clone(&deps),
+            budget.clone(),
+            shutdown.clone(),
+        );
         let span = info_span!(
             "lmtp_session",
             otel.kind = "server",
@@ -146,12 +163,15 @@ enum Read {
     Bytes,
     Eof,
     TimedOut,
+    /// The deadline given to [`Connection::read`] passed.
+    DeadlinePassed,
     Shutdown,
 }
 
 struct Connection {
     stream: TcpStream,
     deps: Arc<LmtpDeps>,
+    budget: MemoryBudget,
     shutdown: CancellationToken,
     session: Session,
     decoder: CommandDecoder,
@@ -164,6 +184,7 @@ impl Connection {
         stream: TcpStream,
         peer: SocketAddr,
         deps: Arc<LmtpDeps>,
+        budget: MemoryBudget,
         shutdown: CancellationToken,
     ) -> Self {
         let session = Session::new(Arc::clone(&deps), peer);
@@ -171,6 +192,7 @@ impl Connection {
         Self {
             stream,
             deps,
+            budget,
             shutdown,
             session,
             decoder,
@@ -189,6 +211,7 @@ impl Connection {
         let outcome = match &result {
             Ok(outcome) => outcome,
             Err(ConnectionError::IdleTimeout) => "idle_timeout",
+            Err(ConnectionError::DataTimeout) => "data_timeout",
             Err(ConnectionError::ClosedDuringData) => "closed_during_data",
             Err(ConnectionError::Io(_)) => "io_error",
         };
@@ -220,14 +243,15 @@ impl Connection {
                 Err(error) => Err(error),
                 Ok(None) => {
                     self.flush().await?;
-                    match self.read(true).await? {
+                    match self.read(true, None).await? {
                         Read::Bytes => continue,
                         Read::Eof => return Ok("client_closed"),
                         Read::Shutdown => {
                             self.close_with(Closing::ShuttingDown).await;
                             return Ok("shutdown");
                         }
-                        Read::TimedOut => {
+                        // No deadline was given: only the idle timeout applies.
+                        Read::TimedOut | Read::DeadlinePassed => {
                             self.close_with(Closing::IdleTimeout).await;
                             return Err(ConnectionError::IdleTimeout);
                         }
@@ -251,27 +275,36 @@ impl Connection {
     }
 
     /// Decodes the message after `354`, then stores it and queues one reply per recipient.
-    /// Shutdown does not interrupt this: the delivery in progress is finished.
-    async fn receive_data(&mut self, mut message: BytesMut) -> Result<(), ConnectionError> {
-        let mut decoder = DataDecoder::new(self.deps.config.max_message_size);
-        let end = loop {
-            if let Some(end) = decoder.decode(&mut self.input, &mut message) {
-                break end;
+    /// Shutdown does not interrupt this: the delivery in progress is finished. The memory the
+    /// message holds is given back on every way out of here.
+    async fn receive_data(&mut self, trace_fields: BytesMut) -> Result<(), ConnectionError> {
+        let config = &self.deps.config;
+        // RFC 5321 §4.5.3.2 bounds each wait for data, not the whole; a total deadline keeps
+        // a client that trickles octets from holding its connection and buffer forever.
+        let deadline = Instant::now() + config.data_timeout;
+        let mut incoming = Incoming::new(trace_fields, config.max_message_size, &self.budget);
+        let (received, end) = loop {
+            if let Some(done) = incoming.decode(&mut self.input) {
+                break done;
             }
             self.flush().await?;
-            match self.read(false).await? {
+            match self.read(false, Some(deadline)).await? {
                 Read::Bytes | Read::Shutdown => {}
                 Read::Eof => return Err(ConnectionError::ClosedDuringData),
                 Read::TimedOut => {
                     self.close_with(Closing::IdleTimeout).await;
                     return Err(ConnectionError::IdleTimeout);
                 }
+                Read::DeadlinePassed => {
+                    self.close_with(Closing::DataTimeout).await;
+                    return Err(ConnectionError::DataTimeout);
+                }
             }
         };
         let span = info_span!("lmtp_delivery", otel.name = "deliver", size = end.size);
         for reply in self
             .session
-            .finish_data(message, end)
+            .finish_data(received, end)
             .instrument(span)
             .await
         {
@@ -280,12 +313,20 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads more input, waiting at most `idle_timeout` (and, if `stop_on_shutdown`, until
-    /// shutdown).
-    async fn read(&mut self, stop_on_shutdown: bool) -> Result<Read, ConnectionError> {
+    /// Reads more input, waiting at most `idle_timeout`, and no later than `deadline` if
+    /// given (and, if `stop_on_shutdown`, until shutdown).
+    async fn read(
+        &mut self,
+        stop_on_shutdown: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Read, ConnectionError> {
         self.input.reserve(READ_CHUNK);
-        let idle = self.deps.config.idle_timeout;
-        let read = tokio::time::timeout(idle, self.stream.read_buf(&mut self.input));
+        let idle_end = Instant::now() + self.deps.config.idle_timeout;
+        let (until, expired) = match deadline {
+            Some(deadline) if deadline < idle_end => (deadline, Read::DeadlinePassed),
+            _ => (idle_end, Read::TimedOut),
+        };
+        let read = tokio::time::timeout_at(until, self.stream.read_buf(&mut self.input));
         let result = if stop_on_shutdown {
             tokio::select! {
                 biased;
@@ -296,7 +337,7 @@ impl Connection {
             read.await
         };
         match result {
-            Err(_elapsed) => Ok(Read::TimedOut),
+            Err(_elapsed) => Ok(expired),
             Ok(Ok(0)) => Ok(Read::Eof),
             Ok(Ok(_)) => Ok(Read::Bytes),
             Ok(Err(error)) => Err(error.into()),

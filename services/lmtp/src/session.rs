@@ -17,8 +17,10 @@
 //!   its own reply with that copy's outcome and unique id (DESIGN: stored once per
 //!   recipient maildrop; RFC 2033 §4.2: one reply per accepted RCPT, in order).
 //! - `Received:` has a `for` clause only when the transaction has exactly one recipient.
-//! - The message is spooled in memory: at most `max_message_size` octets plus the trace
-//!   fields per connection, freed once every recipient has its reply.
+//! - The message is held in memory: at most `max_message_size` octets plus the trace
+//!   fields per connection, and all connections together within `max_in_flight_bytes`
+//!   (see [`crate::memory_budget`]); freed once every recipient has its reply. A message
+//!   the budget has no room for gets `452 4.3.1` for every recipient.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use crate::LmtpDeps;
 use crate::codec::{Address, CodecError, Command, DataEnd, EnhancedStatus, MailParams, Reply};
 use crate::config::LmtpConfig;
 use crate::date;
+use crate::memory_budget::{BudgetSpent, Reservation};
 use crate::trace_fields::Trace;
 
 /// A reason the session failed a command or a recipient; each maps to one reply.
@@ -61,6 +64,9 @@ pub enum SessionError {
     /// The store did not acknowledge the message for this recipient.
     #[error("<{address}>: temporary storage failure")]
     StorageFailed { address: Address },
+    /// The message could not be held: the memory budget was spent.
+    #[error("<{address}>: insufficient system storage")]
+    InsufficientStorage { address: Address },
 }
 
 const fn status(class: u8, subject: u16, detail: u16) -> EnhancedStatus {
@@ -123,6 +129,13 @@ impl SessionError {
                 status(4, 3, 0),
                 format!("<{address}> temporary storage failure"),
             ),
+            // RFC 5321 §4.2.2: 452 insufficient system storage; RFC 3463: X.3.1 mail system
+            // full. Transient: the client retries when other messages have been stored.
+            SessionError::InsufficientStorage { address } => Reply::new(
+                452,
+                status(4, 3, 1),
+                format!("<{address}> insufficient system storage, try again later"),
+            ),
         }
     }
 }
@@ -132,6 +145,8 @@ impl SessionError {
 pub enum Closing {
     /// The client was silent for longer than `idle_timeout`.
     IdleTimeout,
+    /// The DATA phase took longer than `data_timeout`.
+    DataTimeout,
     /// The server is draining.
     ShuttingDown,
     /// `max_connections` are being served already.
@@ -148,6 +163,11 @@ impl Closing {
                 status(4, 4, 2),
                 format!("{hostname} idle timeout, closing connection"),
             ),
+            Closing::DataTimeout => Reply::new(
+                421,
+                status(4, 4, 2),
+                format!("{hostname} data timeout, closing connection"),
+            ),
             // RFC 3463: X.3.2 system not accepting network messages.
             Closing::ShuttingDown => {
                 Reply::new(421, status(4, 3, 2), format!("{hostname} shutting down"))
@@ -161,13 +181,28 @@ impl Closing {
     }
 }
 
+/// How the DATA phase ended, and what of the message was kept.
+#[derive(Debug)]
+pub enum Received {
+    /// The whole message, trace fields first, and the part of the memory budget that holds
+    /// it: both are dropped once the message is stored.
+    Message {
+        message: BytesMut,
+        reservation: Reservation,
+    },
+    /// Over `max_message_size` (counted as stored): nothing was kept.
+    TooLarge,
+    /// The memory budget was spent before the message was complete: nothing was kept.
+    OverBudget(BudgetSpent),
+}
+
 /// What the connection does after sending a reply.
 #[derive(Debug)]
 pub enum Next {
     /// Read the next command.
     Continue,
-    /// Decode message data into `message` (which already holds the trace fields), then
-    /// call [`Session::finish_data`].
+    /// Decode message data after `message` (which holds the trace fields), then call
+    /// [`Session::finish_data`] with what was received.
     ReceiveData { message: BytesMut },
     /// Close the connection (after QUIT).
     Close,
@@ -470,10 +505,11 @@ impl Session {
         .render()
     }
 
-    /// Ends the DATA phase: stores `message` (trace fields and body) for every accepted
+    /// Ends the DATA phase: stores the message (trace fields and body) for every accepted
     /// recipient and returns one reply per recipient, in RCPT order (RFC 2033 §4.2). A `250`
-    /// is returned only after the store acknowledged the message.
-    pub async fn finish_data(&mut self, message: BytesMut, end: DataEnd) -> Vec<Reply> {
+    /// is returned only after the store acknowledged the message. The message's memory is
+    /// given back when this returns.
+    pub async fn finish_data(&mut self, received: Received, end: DataEnd) -> Vec<Reply> {
         let (client, envelope) = match std::mem::replace(&mut self.state, State::Closed) {
             State::Data { client, envelope } => (client, envelope),
             other => {
@@ -485,27 +521,32 @@ impl Session {
         self.state = State::Ready { client };
         self.stats.messages += 1;
         self.stats.bytes_received += end.size;
-        let metrics = &self.deps.metrics;
-        metrics.received_bytes.inc_by(end.size);
-        if end.too_large {
-            let refused = envelope.recipients.len() as u64;
-            self.stats.failed += refused;
-            metrics
-                .deliveries
-                .with_label_values(&["too_large"])
-                .inc_by(refused);
-            return envelope
-                .recipients
-                .iter()
-                .map(|rcpt| {
-                    info!(
-                        rcpt = %rcpt.address, maildrop = %rcpt.maildrop, size = end.size,
-                        outcome = "too_large", "delivery refused"
-                    );
-                    SessionError::MessageTooLarge.reply()
-                })
-                .collect();
-        }
+        self.deps.metrics.received_bytes.inc_by(end.size);
+        let (message, reservation) = match received {
+            Received::Message {
+                message,
+                reservation,
+            } => (message, reservation),
+            Received::TooLarge => {
+                return self.refuse_all(&envelope, end, "too_large", |_| {
+                    SessionError::MessageTooLarge
+                });
+            }
+            Received::OverBudget(spent) => {
+                warn!(
+                    size_so_far = end.size,
+                    in_use = spent.in_use,
+                    limit = spent.limit,
+                    "message refused: the LMTP memory budget (max_in_flight_bytes) is spent"
+                );
+                self.deps.metrics.messages_over_budget.inc();
+                return self.refuse_all(&envelope, end, "insufficient_storage", |rcpt| {
+                    SessionError::InsufficientStorage {
+                        address: rcpt.address.clone(),
+                    }
+                });
+            }
+        };
         let message = message.freeze();
         let mut copies: Vec<(&MaildropKey, Result<UniqueId, String>)> = Vec::new();
         let mut replies = Vec::with_capacity(envelope.recipients.len());
@@ -533,7 +574,39 @@ impl Session {
                 .with_label_values(&[label])
                 .inc();
         }
+        // The bytes first, then their share of the budget.
+        drop(message);
+        drop(reservation);
         replies
+    }
+
+    /// Refuses the message for every recipient with the error `why` gives, counting and
+    /// logging each under `outcome`.
+    fn refuse_all(
+        &mut self,
+        envelope: &Envelope,
+        end: DataEnd,
+        outcome: &'static str,
+        why: impl Fn(&Recipient) -> SessionError,
+    ) -> Vec<Reply> {
+        let refused = envelope.recipients.len() as u64;
+        self.stats.failed += refused;
+        self.deps
+            .metrics
+            .deliveries
+            .with_label_values(&[outcome])
+            .inc_by(refused);
+        envelope
+            .recipients
+            .iter()
+            .map(|rcpt| {
+                info!(
+                    rcpt = %rcpt.address, maildrop = %rcpt.maildrop, size = end.size,
+                    outcome, "delivery refused"
+                );
+                why(rcpt).reply()
+            })
+            .collect()
     }
 
     async fn store(&self, maildrop: &MaildropKey, message: &Bytes) -> Result<UniqueId, String> {

@@ -203,6 +203,38 @@ async fn body_over_the_limit_is_552_for_every_recipient_and_the_session_goes_on(
 }
 
 #[tokio::test]
+async fn bare_lf_growth_past_the_size_limit_is_552_and_nothing_is_stored() {
+    let server = TestServer::with_config(LmtpConfig {
+        max_message_size: 1000,
+        ..test_config()
+    })
+    .await;
+    let mut c = server.client().await;
+    // 901 octets on the wire, 1200 once each bare LF is a CRLF.
+    let lines = |n: usize| [b"ab\n".repeat(n - 1), b"ab\r\n".to_vec()].concat();
+    c.envelope("a@b", &["alice@example.com", "bob@example.com"])
+        .await;
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.send(&lines(300)).await;
+    c.send(b".\r\n").await;
+    assert_eq!(c.reply().await, "552 5.3.4 message too large");
+    assert_eq!(c.reply().await, "552 5.3.4 message too large");
+    assert_eq!(c.cmd("NOOP").await, "250 2.0.0 OK");
+    assert!(server.messages("alice").await.is_empty());
+    assert!(server.messages("bob").await.is_empty());
+    assert_eq!(server.metric("cloudpop_lmtp_in_flight_bytes", None), 0.0);
+
+    // The same lines within the limit once stored are delivered, with CRLF endings.
+    c.envelope("a@b", &["bob@example.com"]).await;
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.send(&lines(249)).await;
+    c.send(b".\r\n").await;
+    delivered_uid(&c.reply().await, "bob@example.com");
+    let (_, _, stored) = split_trace(&server.messages("bob").await[0].1, "a@b");
+    assert_eq!(stored, b"ab\r\n".repeat(249));
+}
+
+#[tokio::test]
 async fn storage_failure_is_451_and_never_250() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("not-a-directory");

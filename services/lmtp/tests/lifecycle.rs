@@ -115,3 +115,46 @@ async fn invalid_config_is_refused_at_start() {
     let error = server.handle.await.unwrap().unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[tokio::test]
+async fn a_trickled_message_is_cut_off_at_data_timeout() {
+    // Each octet comes well within the idle timeout; only the whole DATA phase is too long.
+    let config = LmtpConfig {
+        idle_timeout: Duration::from_secs(60),
+        data_timeout: Duration::from_secs(1),
+        ..test_config()
+    };
+    let server = TestServer::with_config(config).await;
+    let mut c = server.client().await;
+    c.envelope("a@b", &["alice@example.com"]).await;
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.send(b"Subject: slow\r\n\r\n").await;
+    let started = tokio::time::Instant::now();
+    let reply = c
+        .trickle_until_reply(b'x', Duration::from_millis(150), WAIT)
+        .await;
+    assert_eq!(
+        reply.as_deref(),
+        Some("421 4.4.2 lmtp.test data timeout, closing connection"),
+        "still trickling after {:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    c.expect_eof().await;
+    assert!(server.messages("alice").await.is_empty());
+    assert_eq!(
+        server.metric(
+            "cloudpop_lmtp_sessions_total",
+            Some(("outcome", "data_timeout"))
+        ),
+        1.0
+    );
+    assert_eq!(server.metric("cloudpop_lmtp_in_flight_bytes", None), 0.0);
+
+    // A message sent at a normal pace on a new connection is not affected.
+    let mut c = server.client().await;
+    c.envelope("a@b", &["alice@example.com"]).await;
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    c.send(b"Subject: quick\r\n\r\nbody\r\n.\r\n").await;
+    delivered_uid(&c.reply().await, "alice@example.com");
+}

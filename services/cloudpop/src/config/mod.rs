@@ -251,10 +251,13 @@ pub struct LmtpSection {
     pub listen: SocketAddr,
     pub hostname: String,
     pub max_message_size: u64,
+    pub max_in_flight_bytes: u64,
     pub max_recipients: usize,
     pub max_line_length: usize,
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
+    #[serde(with = "duration")]
+    pub data_timeout: Duration,
     pub max_connections: usize,
 }
 
@@ -265,9 +268,11 @@ impl Default for LmtpSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 2424)),
             hostname: d.hostname,
             max_message_size: d.max_message_size,
+            max_in_flight_bytes: d.max_in_flight_bytes,
             max_recipients: d.max_recipients,
             max_line_length: d.max_line_length,
             idle_timeout: d.idle_timeout,
+            data_timeout: d.data_timeout,
             max_connections: d.max_connections,
         }
     }
@@ -750,9 +755,11 @@ impl Config {
         cloudpop_lmtp::LmtpConfig {
             hostname: l.hostname.clone(),
             max_message_size: l.max_message_size,
+            max_in_flight_bytes: l.max_in_flight_bytes,
             max_recipients: l.max_recipients,
             max_line_length: l.max_line_length,
             idle_timeout: l.idle_timeout,
+            data_timeout: l.data_timeout,
             max_connections: l.max_connections,
         }
     }
@@ -828,6 +835,15 @@ impl Config {
             (
                 self.lmtp.max_line_length >= 512,
                 "lmtp.max_line_length must be at least 512 (RFC 5321 §4.5.3.1.4)",
+            ),
+            (
+                self.lmtp.max_in_flight_bytes >= self.lmtp_config().min_in_flight_bytes(),
+                "lmtp.max_in_flight_bytes must be at least twice lmtp.max_message_size plus \
+                 65536, so that a message of the largest size can be received",
+            ),
+            (
+                self.lmtp.data_timeout >= Duration::from_secs(1),
+                "lmtp.data_timeout must be at least 1s",
             ),
             (
                 (1..=256).contains(&self.users.password_check_threads),

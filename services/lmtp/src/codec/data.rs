@@ -10,7 +10,11 @@
 //!   line before (RFC 5321 §4.5.2).
 //! - The size counted is the size of the output, after unstuffing and normalisation. Once
 //!   it is over the limit the output is dropped and nothing more is kept, but input is still
-//!   consumed up to the end marker so the next command is read in step.
+//!   consumed up to the end marker so the next command is read in step. The caller can
+//!   also give up on the message ([`DataDecoder::discard`]) with the same effect.
+//! - One call appends at most [`DataDecoder::max_output`] octets for the input it is given
+//!   (a bare LF becomes two octets), so a caller can make room before decoding and the
+//!   output never outgrows what was set aside for it.
 
 use bytes::{Buf, BytesMut};
 
@@ -49,6 +53,8 @@ pub struct DataDecoder {
     state: State,
     size: u64,
     limit: u64,
+    /// The caller gave up on the message: count and consume, keep nothing.
+    discarding: bool,
 }
 
 impl DataDecoder {
@@ -58,7 +64,27 @@ impl DataDecoder {
             state: State::LineStart { after_crlf: true },
             size: 0,
             limit,
+            discarding: false,
         }
+    }
+
+    /// The most octets one [`decode`](Self::decode) call appends to `out` when `src` holds
+    /// `input` octets. Each input octet yields at most two (a bare LF or CR becomes CRLF), and
+    /// a `.` or CR left pending by the previous call at most three more.
+    pub const fn max_output(input: usize) -> usize {
+        input.saturating_mul(2).saturating_add(3)
+    }
+
+    /// True once the message has gone over the limit (its output has been dropped).
+    pub fn is_too_large(&self) -> bool {
+        self.size > self.limit
+    }
+
+    /// Keeps nothing more of this message: later calls append nothing to `out` but still
+    /// consume input up to the end marker and count the size, so the next command is read in
+    /// step. What `out` already holds is the caller's to drop.
+    pub fn discard(&mut self) {
+        self.discarding = true;
     }
 
     /// Consumes message bytes from `src`, appending the decoded message to `out`.
@@ -155,6 +181,9 @@ impl DataDecoder {
     fn emit(&mut self, out: &mut BytesMut, bytes: &[u8]) {
         let before = self.size;
         self.size = self.size.saturating_add(bytes.len() as u64);
+        if self.discarding {
+            return;
+        }
         if self.size <= self.limit {
             if out.capacity() - out.len() < bytes.len() {
                 let allowed = usize::try_from(self.limit - before).unwrap_or(usize::MAX);
@@ -355,6 +384,43 @@ mod tests {
         }
     }
 
+    #[test]
+    fn discarding_consumes_to_the_end_and_keeps_nothing_more() {
+        let mut decoder = DataDecoder::new(1000);
+        let mut out = BytesMut::new();
+        let mut src = BytesMut::from(&b"kept\r\n"[..]);
+        assert_eq!(decoder.decode(&mut src, &mut out), None);
+        decoder.discard();
+        let mut src = BytesMut::from(&b"dropped\n..x\r\n.\r\nNOOP\r\n"[..]);
+        let end = decoder.decode(&mut src, &mut out);
+        assert_eq!(&out[..], b"kept\r\n");
+        assert_eq!(
+            end,
+            Some(DataEnd {
+                size: 19,
+                too_large: false
+            })
+        );
+        assert_eq!(&src[..], b"NOOP\r\n");
+    }
+
+    #[test]
+    fn bare_lf_growth_counts_against_the_limit() {
+        // 605 octets sent, 802 as stored: over a limit of 700.
+        let input = b"ab\n".repeat(200);
+        let mut with_end = input.clone();
+        with_end.extend_from_slice(b"\r\n.\r\n");
+        let (out, end, _) = decode_chunked(&with_end, 7, 700);
+        assert!(out.is_empty());
+        assert_eq!(
+            end,
+            Some(DataEnd {
+                size: 802,
+                too_large: true
+            })
+        );
+    }
+
     mod prop {
         use super::*;
         use proptest::prelude::*;
@@ -372,6 +438,25 @@ mod tests {
         }
 
         proptest! {
+            #[test]
+            fn one_call_appends_at_most_max_output(
+                input in data_bytes(),
+                chunk in 1usize..64,
+            ) {
+                let mut decoder = DataDecoder::new(u64::MAX);
+                let mut out = BytesMut::new();
+                let mut src = BytesMut::new();
+                for piece in input.chunks(chunk) {
+                    src.extend_from_slice(piece);
+                    let (given, before) = (src.len(), out.len());
+                    let end = decoder.decode(&mut src, &mut out);
+                    prop_assert!(out.len() - before <= DataDecoder::max_output(given));
+                    if end.is_some() {
+                        break;
+                    }
+                }
+            }
+
             #[test]
             fn never_panics_bounded_and_chunk_invariant(
                 input in data_bytes(),

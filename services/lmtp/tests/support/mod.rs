@@ -88,6 +88,8 @@ pub(crate) struct TestServer {
     pub(crate) store: FsStore,
     pub(crate) shutdown: CancellationToken,
     pub(crate) handle: JoinHandle<io::Result<()>>,
+    /// Where the server's metrics are registered.
+    pub(crate) registry: prometheus::Registry,
     _dir: tempfile::TempDir,
 }
 
@@ -109,11 +111,12 @@ impl TestServer {
         root: &Path,
     ) -> Self {
         let store = FsStore::new(root);
+        let registry = prometheus::Registry::new();
         let deps = LmtpDeps {
             authenticator: Arc::new(FixedDirectory::new()),
             store: Arc::new(store.clone()),
             config,
-            metrics: cloudpop_lmtp::LmtpMetrics::new(&prometheus::Registry::new()).unwrap(),
+            metrics: cloudpop_lmtp::LmtpMetrics::new(&registry).unwrap(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -124,7 +127,48 @@ impl TestServer {
             store,
             shutdown,
             handle,
+            registry,
             _dir: dir,
+        }
+    }
+
+    /// The value of metric `name` (with `label`'s value if given), 0 if absent.
+    pub(crate) fn metric(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
+        let family = self
+            .registry
+            .gather()
+            .into_iter()
+            .find(|f| f.name() == name);
+        let Some(family) = family else { return 0.0 };
+        family
+            .get_metric()
+            .iter()
+            .find(|m| {
+                label.is_none_or(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == k && l.value() == v)
+                })
+            })
+            .map_or(0.0, |m| match family.get_field_type() {
+                prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
+                _ => m.get_counter().get_value(),
+            })
+    }
+
+    /// Waits until metric `name` satisfies `ok`, failing after [`WAIT`].
+    pub(crate) async fn wait_for_metric(&self, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let value = self.metric(name, None);
+            if ok(value) {
+                return value;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} stayed at {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -206,6 +250,29 @@ impl Client {
     pub(crate) async fn cmd(&mut self, line: &str) -> String {
         self.send(format!("{line}\r\n").as_bytes()).await;
         self.reply().await
+    }
+
+    /// Sends `byte` once every `interval` until the server says something; returns that
+    /// reply, or `None` if the server said nothing for `give_up` or closed silently.
+    pub(crate) async fn trickle_until_reply(
+        &mut self,
+        byte: u8,
+        interval: Duration,
+        give_up: Duration,
+    ) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + give_up;
+        while tokio::time::Instant::now() < deadline {
+            if self.writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(interval, self.reader.fill_buf()).await {
+                Err(_elapsed) => continue,
+                Ok(Ok([])) => return None,
+                Ok(Ok(_)) => return Some(self.reply().await),
+                Ok(Err(error)) => panic!("read failed: {error}"),
+            }
+        }
+        None
     }
 
     /// Asserts the server closes the connection next.
