@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::ids::{MaildropKey, UniqueId};
 use crate::store::{DeleteOutcome, MessageEntry, MessageReader, MessageStore, StoreError};
-use crate::uid_generator::UidGenerator;
+use crate::uid_generator::{self, UidGenerator};
 
 /// Where a maildrop keeps files being written. Its leading `.` can never start a
 /// [`UniqueId`], so listing never mistakes it (or anything in it) for a message.
@@ -213,7 +213,7 @@ impl Inner {
     }
 
     /// Removes what interrupted deliveries left in the maildrops' temp folders: files named
-    /// like a message id, last modified more than `older_than` ago. Anything else, and
+    /// as the store names them (a generated id), last modified more than `older_than` ago. Anything else, and
     /// anything younger (a delivery of another process in progress), is left alone.
     fn remove_stale_temp_files(&self, older_than: Duration) -> Result<usize, StoreError> {
         let mut removed = 0;
@@ -315,7 +315,7 @@ fn remove_stale_in(tmp_dir: &Path, older_than: Duration) -> Result<usize, StoreE
         let ours = entry
             .file_name()
             .to_str()
-            .is_some_and(|name| UniqueId::new(name).is_ok());
+            .is_some_and(uid_generator::is_generated);
         let Ok(metadata) = entry.metadata() else {
             continue;
         };
