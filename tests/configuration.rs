@@ -44,7 +44,11 @@ fn assert_refused(out: &Output, needles: &[&str]) {
         out.stderr
     );
     for needle in needles {
-        assert!(out.stderr.contains(needle), "{needle:?} not in: {}", out.stderr);
+        assert!(
+            out.stderr.contains(needle),
+            "{needle:?} not in: {}",
+            out.stderr
+        );
     }
 }
 
@@ -64,17 +68,49 @@ fn a_certificate_without_its_key_is_an_error_naming_both() {
 fn nonsense_values_are_refused_naming_the_option() {
     let cases = [
         ("CLOUDPOP_POP3__LOGIN_TIMEOUT", "0s", "pop3.login_timeout"),
-        ("CLOUDPOP_POP3__MAX_CONNECTIONS_PER_IP", "0", "pop3.max_connections_per_ip"),
-        ("CLOUDPOP_POP3__MAX_SESSIONS_PER_USER", "0", "pop3.max_sessions_per_user"),
-        ("CLOUDPOP_POP3__MAX_SASL_LINE_LENGTH", "0", "pop3.max_sasl_line_length"),
+        (
+            "CLOUDPOP_POP3__MAX_CONNECTIONS_PER_IP",
+            "0",
+            "pop3.max_connections_per_ip",
+        ),
+        (
+            "CLOUDPOP_POP3__MAX_SESSIONS_PER_USER",
+            "0",
+            "pop3.max_sessions_per_user",
+        ),
+        (
+            "CLOUDPOP_POP3__MAX_SASL_LINE_LENGTH",
+            "0",
+            "pop3.max_sasl_line_length",
+        ),
         ("CLOUDPOP_LMTP__IDLE_TIMEOUT", "0s", "lmtp.idle_timeout"),
-        ("CLOUDPOP_USERS__RELOAD_INTERVAL", "0s", "users.reload_interval"),
+        (
+            "CLOUDPOP_USERS__RELOAD_INTERVAL",
+            "0s",
+            "users.reload_interval",
+        ),
         ("CLOUDPOP_TLS__RELOAD_INTERVAL", "0s", "tls.reload_interval"),
-        ("CLOUDPOP_STORE__S3__OPERATION_TIMEOUT", "0s", "store.s3.operation_timeout"),
-        ("CLOUDPOP_LIMITS__REDIS__COMMAND_TIMEOUT", "0s", "limits.redis.command_timeout"),
+        (
+            "CLOUDPOP_STORE__S3__OPERATION_TIMEOUT",
+            "0s",
+            "store.s3.operation_timeout",
+        ),
+        (
+            "CLOUDPOP_LIMITS__REDIS__COMMAND_TIMEOUT",
+            "0s",
+            "limits.redis.command_timeout",
+        ),
         ("CLOUDPOP_LOG__LEVEL", "nonsense", "log.level"),
-        ("CLOUDPOP_LOG__LEVEL", "info,cloudpop_pop3=loud", "log.level"),
-        ("CLOUDPOP_LMTP__LISTEN", "127.0.0.1:1110", "pop3.listen and lmtp.listen"),
+        (
+            "CLOUDPOP_LOG__LEVEL",
+            "info,cloudpop_pop3=loud",
+            "log.level",
+        ),
+        (
+            "CLOUDPOP_LMTP__LISTEN",
+            "127.0.0.1:1110",
+            "pop3.listen and lmtp.listen",
+        ),
     ];
     for (name, value, option) in cases {
         let out = check_config(&[(name, value)], &[]);
@@ -120,7 +156,11 @@ fn a_listener_that_cannot_bind_stops_the_start_before_ready() {
         out.stderr
     );
     assert!(!out.stderr.contains("cloudpop ready"), "{}", out.stderr);
-    assert!(!out.stdout.contains("admin HTTP listening"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("admin HTTP listening"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -145,7 +185,10 @@ fn check_config_and_its_errors_never_print_a_secret() {
     assert!(out.status.success(), "{}", out.stderr);
     for shown in [&out.stdout, &out.stderr] {
         assert!(!shown.contains(S3_SECRET), "S3 secret printed:\n{shown}");
-        assert!(!shown.contains(REDIS_PASSWORD), "Redis password printed:\n{shown}");
+        assert!(
+            !shown.contains(REDIS_PASSWORD),
+            "Redis password printed:\n{shown}"
+        );
     }
     assert!(
         out.stdout.contains("secret_access_key = \"<redacted>\""),
@@ -153,15 +196,13 @@ fn check_config_and_its_errors_never_print_a_secret() {
         out.stdout
     );
     assert!(
-        out.stdout.contains("redis://cloudpop:<redacted>@10.1.2.3:6379"),
+        out.stdout
+            .contains("redis://cloudpop:<redacted>@10.1.2.3:6379"),
         "{}",
         out.stdout
     );
     // The same secret from the environment.
-    let out = check_config(
-        &[("CLOUDPOP_STORE__S3__SECRET_ACCESS_KEY", S3_SECRET)],
-        &[],
-    );
+    let out = check_config(&[("CLOUDPOP_STORE__S3__SECRET_ACCESS_KEY", S3_SECRET)], &[]);
     assert!(out.status.success(), "{}", out.stderr);
     assert!(!out.stdout.contains(S3_SECRET), "{}", out.stdout);
 
@@ -215,9 +256,19 @@ fn admin_output_to_a_closed_pipe_ends_quietly() {
 #[test]
 fn remote_user_add_creates_tenant_default_like_the_local_command() {
     let auth = Server::builder().role("auth").start();
-    let out = admin_remote(auth.grpc, None, &["user", "add", "ann@first.example"], "pw one");
+    let out = admin_remote(
+        auth.grpc,
+        None,
+        &["user", "add", "ann@first.example"],
+        "pw one",
+    );
     out.assert_success();
-    let out = admin_remote(auth.grpc, None, &["user", "add", "bob@second.example"], "pw two");
+    let out = admin_remote(
+        auth.grpc,
+        None,
+        &["user", "add", "bob@second.example"],
+        "pw two",
+    );
     out.assert_success();
     let tenants = admin_remote(auth.grpc, None, &["tenant", "list"], "");
     tenants.assert_success();
@@ -231,8 +282,16 @@ fn remote_user_add_creates_tenant_default_like_the_local_command() {
         "{default}"
     );
     let users = admin_remote(auth.grpc, None, &["user", "list"], "");
-    assert!(users.stdout.contains("ann@first.example"), "{}", users.stdout);
-    assert!(users.stdout.contains("bob@second.example"), "{}", users.stdout);
+    assert!(
+        users.stdout.contains("ann@first.example"),
+        "{}",
+        users.stdout
+    );
+    assert!(
+        users.stdout.contains("bob@second.example"),
+        "{}",
+        users.stdout
+    );
 }
 
 // Paths in a configuration file are relative to the file's folder, whatever the working
@@ -262,11 +321,18 @@ fn relative_paths_in_a_config_file_are_relative_to_its_folder() {
         "the admin command wrote the users file beside the config file"
     );
     let mut pop = server.pop3();
-    assert!(pop.login("rel@example.com", "relative pw").starts_with("+OK"));
+    assert!(
+        pop.login("rel@example.com", "relative pw")
+            .starts_with("+OK")
+    );
     pop.quit();
     let config = wire::client_config(&[cert.der().clone()]);
     let pop3s = wire::pop3s(server.pop3s, &config, "localhost");
-    assert_eq!(wire::peer_cert(&pop3s), *cert.der(), "the configured certificate");
+    assert_eq!(
+        wire::peer_cert(&pop3s),
+        *cert.der(),
+        "the configured certificate"
+    );
 }
 
 // `CLOUDPOP_DATADIR` (a typo of `CLOUDPOP_DATA_DIR`) sets nothing: say so. Kubernetes'
@@ -358,7 +424,10 @@ fn temp_files_of_interrupted_deliveries_are_removed_at_start() {
     }
     server.restart();
     assert!(!stale.exists(), "the stale temp file survived the restart");
-    assert!(fresh.exists(), "a recent temp file may be a delivery in progress");
+    assert!(
+        fresh.exists(),
+        "a recent temp file may be a delivery in progress"
+    );
     assert!(stranger.exists(), "a file that is not ours is left alone");
     let mut pop = server.pop3();
     assert!(pop.login(LOGIN, "pw").starts_with("+OK"));

@@ -360,7 +360,10 @@ fn parse(login: &str) -> anyhow::Result<Login> {
 fn print_users(users: &[UserInfo]) -> anyhow::Result<()> {
     say!(
         "{:<40} {:<20} {:<12} {:<8} apop",
-        "login", "id", "tenant", "state"
+        "login",
+        "id",
+        "tenant",
+        "state"
     );
     for user in users {
         let state = if user.disabled { "disabled" } else { "active" };

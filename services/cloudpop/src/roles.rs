@@ -3,8 +3,8 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -583,7 +583,12 @@ mod tests {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         let dir = store_root.join("acme/alice");
         assert_eq!(mode(&dir.join(uid.as_str())), 0o600);
-        for d in [store_root.clone(), store_root.join("acme"), dir.clone(), dir.join(TMP_DIR)] {
+        for d in [
+            store_root.clone(),
+            store_root.join("acme"),
+            dir.clone(),
+            dir.join(TMP_DIR),
+        ] {
             assert_eq!(mode(&d), 0o700, "{}", d.display());
         }
     }

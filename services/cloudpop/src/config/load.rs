@@ -89,8 +89,7 @@ pub fn load_reporting(
 /// Whether `name` is one of the variables Kubernetes defines for a Service named
 /// `cloudpop…` (`CLOUDPOP_POP3_SERVICE_HOST`, `CLOUDPOP_POP3_PORT_1110_TCP_ADDR`, …).
 fn is_service_link(name: &str) -> bool {
-    if name.contains("_SERVICE_HOST") || name.contains("_SERVICE_PORT") || name.ends_with("_PORT")
-    {
+    if name.contains("_SERVICE_HOST") || name.contains("_SERVICE_PORT") || name.ends_with("_PORT") {
         return true;
     }
     // `…_PORT_<number>_<protocol>[_PROTO|_PORT|_ADDR]`
@@ -408,7 +407,11 @@ mod tests {
     #[test]
     fn syntax_errors_name_the_place_not_the_text() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
-        writeln!(file, "[store.s3]\nbucket = \"b\"\nsecret_access_key = \"hunter2-secret").unwrap();
+        writeln!(
+            file,
+            "[store.s3]\nbucket = \"b\"\nsecret_access_key = \"hunter2-secret"
+        )
+        .unwrap();
         let error = load(Some(file.path()), env(&[])).unwrap_err().to_string();
         assert!(!error.contains("hunter2"), "{error}");
         assert!(error.contains("line 3"), "{error}");

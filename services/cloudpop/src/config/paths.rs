@@ -83,6 +83,9 @@ mod tests {
         assert_eq!(table["data_dir"].as_str(), Some("/srv/pop/data"));
         assert_eq!(table["tls"]["cert"].as_str(), Some("/srv/pop/certs/a.pem"));
         assert_eq!(table["tls"]["key"].as_str(), Some("/etc/key.pem"));
-        assert_eq!(table["tls"]["sni"][0]["key"].as_str(), Some("/srv/pop/sni.key"));
+        assert_eq!(
+            table["tls"]["sni"][0]["key"].as_str(),
+            Some("/srv/pop/sni.key")
+        );
     }
 }

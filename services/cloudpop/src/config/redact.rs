@@ -97,10 +97,7 @@ mod tests {
             redact_url("redis://:pw@h:6379/0"),
             "redis://:<redacted>@h:6379/0"
         );
-        assert_eq!(
-            redact_url("rediss://me:p@ss@h"),
-            "rediss://me:<redacted>@h"
-        );
+        assert_eq!(redact_url("rediss://me:p@ss@h"), "rediss://me:<redacted>@h");
         assert_eq!(redact_url("redis://tok@h"), "redis://<redacted>@h");
         assert_eq!(redact_url("http://h/a@b"), "http://h/a@b");
     }

@@ -59,14 +59,38 @@ fn nonzero(config: &Config) -> Result<(), String> {
     let p = &config.pop3;
     let ms = Duration::from_millis;
     let durations = [
-        ("pop3.login_timeout", p.login_timeout, Duration::from_secs(1)),
+        (
+            "pop3.login_timeout",
+            p.login_timeout,
+            Duration::from_secs(1),
+        ),
         ("pop3.proxy_header_timeout", p.proxy_header_timeout, ms(10)),
-        ("lmtp.idle_timeout", config.lmtp.idle_timeout, Duration::from_secs(1)),
-        ("users.reload_interval", config.users.reload_interval, ms(10)),
+        (
+            "lmtp.idle_timeout",
+            config.lmtp.idle_timeout,
+            Duration::from_secs(1),
+        ),
+        (
+            "users.reload_interval",
+            config.users.reload_interval,
+            ms(10),
+        ),
         ("tls.reload_interval", config.tls.reload_interval, ms(10)),
-        ("store.s3.connect_timeout", config.store.s3.connect_timeout, ms(10)),
-        ("store.s3.operation_timeout", config.store.s3.operation_timeout, ms(10)),
-        ("limits.redis.command_timeout", config.limits.redis.command_timeout, ms(10)),
+        (
+            "store.s3.connect_timeout",
+            config.store.s3.connect_timeout,
+            ms(10),
+        ),
+        (
+            "store.s3.operation_timeout",
+            config.store.s3.operation_timeout,
+            ms(10),
+        ),
+        (
+            "limits.redis.command_timeout",
+            config.limits.redis.command_timeout,
+            ms(10),
+        ),
         // Younger temp files may belong to a delivery of another process in progress.
         (
             "store.stale_temp_file_age",
@@ -83,10 +107,22 @@ fn nonzero(config: &Config) -> Result<(), String> {
         }
     }
     let counts = [
-        ("pop3.max_connections_per_ip", u64::from(p.max_connections_per_ip), 1),
-        ("pop3.max_sessions_per_user", u64::from(p.max_sessions_per_user), 1),
+        (
+            "pop3.max_connections_per_ip",
+            u64::from(p.max_connections_per_ip),
+            1,
+        ),
+        (
+            "pop3.max_sessions_per_user",
+            u64::from(p.max_sessions_per_user),
+            1,
+        ),
         // RFC 5034 §4: a client may send AUTH lines of up to 255 octets.
-        ("pop3.max_sasl_line_length", p.max_sasl_line_length as u64, 255),
+        (
+            "pop3.max_sasl_line_length",
+            p.max_sasl_line_length as u64,
+            255,
+        ),
     ];
     for (name, value, min) in counts {
         if value < min {
@@ -109,7 +145,9 @@ fn distinct_listeners(config: &Config) -> Result<(), String> {
         for (b, addr_b) in &listeners[i + 1..] {
             // Port 0 asks the kernel for a free port: never a clash.
             if addr_a.port() != 0 && addr_a == addr_b {
-                return Err(format!("{a} and {b} are both {addr_a}; give each its own port"));
+                return Err(format!(
+                    "{a} and {b} are both {addr_a}; give each its own port"
+                ));
             }
         }
     }
@@ -122,7 +160,13 @@ mod tests {
 
     #[test]
     fn log_levels() {
-        for good in ["info", "WARN", "info,cloudpop_pop3=debug", "off", "h2=warn, info"] {
+        for good in [
+            "info",
+            "WARN",
+            "info,cloudpop_pop3=debug",
+            "off",
+            "h2=warn, info",
+        ] {
             assert!(log_level(good).is_ok(), "{good}");
         }
         for bad in ["", "nonsense", "inof", "info,cloudpop=loud", "=debug"] {
