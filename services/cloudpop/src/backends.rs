@@ -106,12 +106,19 @@ pub async fn store(
     Ok(match config.store.backend {
         StoreBackend::Fs => {
             let store = FsStore::new(config.store_path());
-            let removed = store
+            // Housekeeping only: a folder that cannot be cleaned must not stop the service.
+            match store
                 .remove_stale_temp_files(config.store.stale_temp_file_age)
                 .await
-                .context("removing the temporary files of interrupted deliveries")?;
-            if removed > 0 {
-                tracing::info!(removed, "removed temporary files of interrupted deliveries");
+            {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(removed, "removed temporary files of interrupted deliveries");
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot remove the temporary files of interrupted deliveries"
+                ),
             }
             instrumented_store(store, "fs", metrics)
         }
