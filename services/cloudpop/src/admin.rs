@@ -6,6 +6,7 @@
 //! history.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -16,8 +17,16 @@ use cloudpop_maildrop::TenantId;
 use crate::backends;
 use crate::cli::{AdminArgs, AdminCommand, DomainCommand, TenantCommand, UserCommand};
 use crate::config::{AuthBackend, Config};
-use crate::demo_user::ensure_domain;
+use crate::demo_user::{DEFAULT_TENANT, ensure_domain};
 use crate::pop_url::pop_url;
+
+/// `println!` that returns the write error instead of panicking, so that `cloudpop admin
+/// … | head -1` ends quietly when the reader goes away.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)?
+    };
+}
 
 /// Where the changes go.
 enum Target {
@@ -38,7 +47,11 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
     } else {
         let path = config.users_file();
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
+            // Mode 0700, as the server makes data_dir: the users file holds password hashes.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         Target::File(path)
@@ -49,7 +62,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
         AdminCommand::Domain(DomainCommand::Add { tenant, domain }) => {
             let tenant = TenantId::new(tenant).context("invalid tenant id")?;
             let info = target.add_domain(&tenant, &domain).await?;
-            println!("tenant {} now owns: {}", info.id, info.domains.join(", "));
+            say!("tenant {} now owns: {}", info.id, info.domains.join(", "));
             Ok(())
         }
     }
@@ -58,7 +71,7 @@ pub async fn run(config: &Config, args: AdminArgs) -> anyhow::Result<()> {
 async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::List => {
-            print_users(&target.list_users().await?);
+            print_users(&target.list_users().await?)?;
         }
         UserCommand::Add { login } => {
             let login = parse(&login)?;
@@ -67,8 +80,8 @@ async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow:
                 bail!("the password must not be empty");
             }
             let id = target.add_user(&login, &password).await?;
-            println!("added {login} (user id {id})");
-            println!(
+            say!("added {login} (user id {id})");
+            say!(
                 "  connect: {}",
                 pop_url(&login.to_string(), config.pop3.listen)
             );
@@ -80,7 +93,7 @@ async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow:
                 bail!("the password must not be empty");
             }
             target.edit_user(&login, Edit::Password(password)).await?;
-            println!("password of {login} changed");
+            say!("password of {login} changed");
         }
         UserCommand::Apop { login } => {
             let login = parse(&login)?;
@@ -88,7 +101,7 @@ async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow:
             let secret = (!secret.expose().is_empty()).then_some(secret);
             let removed = secret.is_none();
             target.edit_user(&login, Edit::Apop(secret)).await?;
-            println!(
+            say!(
                 "APOP secret of {login} {}",
                 if removed { "removed" } else { "set" }
             );
@@ -99,7 +112,7 @@ async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow:
             let secret = (!secret.expose().is_empty()).then_some(secret);
             let removed = secret.is_none();
             target.edit_user(&login, Edit::Cram(secret)).await?;
-            println!(
+            say!(
                 "CRAM-MD5 secret of {login} {}",
                 if removed { "removed" } else { "set" }
             );
@@ -107,17 +120,17 @@ async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow:
         UserCommand::Disable { login } => {
             let login = parse(&login)?;
             target.edit_user(&login, Edit::Disabled(true)).await?;
-            println!("{login} disabled");
+            say!("{login} disabled");
         }
         UserCommand::Enable { login } => {
             let login = parse(&login)?;
             target.edit_user(&login, Edit::Disabled(false)).await?;
-            println!("{login} enabled");
+            say!("{login} enabled");
         }
         UserCommand::Del { login } => {
             let login = parse(&login)?;
             let id = target.delete_user(&login).await?;
-            println!("removed {login}; its stored mail (mailbox {id}) was left in place");
+            say!("removed {login}; its stored mail (mailbox {id}) was left in place");
         }
     }
     Ok(())
@@ -128,7 +141,7 @@ async fn tenant(target: &Target, command: TenantCommand) -> anyhow::Result<()> {
         TenantCommand::Add { id, domains } => {
             let id = TenantId::new(id).context("invalid tenant id")?;
             let info = target.add_tenant(&id, &domains).await?;
-            println!(
+            say!(
                 "tenant {} created; domains: {}",
                 info.id,
                 info.domains.join(", ")
@@ -164,13 +177,13 @@ async fn tenant(target: &Target, command: TenantCommand) -> anyhow::Result<()> {
                 };
             }
             let info = target.set_policy(&id, policy).await?;
-            println!("tenant {}: {}", info.id, describe(&info.policy));
+            say!("tenant {}: {}", info.id, describe(&info.policy));
         }
         TenantCommand::List => {
-            println!("{:<24} {:<40} policy", "tenant", "domains");
+            say!("{:<24} {:<40} policy", "tenant", "domains");
             for tenant in target.list_tenants().await? {
                 let domains = tenant.domains.join(", ");
-                println!(
+                say!(
                     "{:<24} {domains:<40} {}",
                     tenant.id.to_string(),
                     describe(&tenant.policy)
@@ -226,7 +239,12 @@ impl Target {
                 }
                 Ok(directory.add_user(login, password)?)
             }),
-            Target::Remote(client) => Ok(client.add_user(login, password).await?),
+            Target::Remote(client) => {
+                if ensure_remote_domain(client, login).await? {
+                    eprintln!("domain {} added to tenant default", login.domain());
+                }
+                Ok(client.add_user(login, password).await?)
+            }
         }
     }
 
@@ -307,6 +325,26 @@ impl Target {
     }
 }
 
+/// As [`ensure_domain`] for the users file: a domain that no tenant of the auth service
+/// owns joins tenant `default`, which is created if needed.
+async fn ensure_remote_domain(client: &AdminClient, login: &Login) -> anyhow::Result<bool> {
+    let tenants = client.list_tenants().await?;
+    let domain = login.domain();
+    if tenants
+        .iter()
+        .any(|t| t.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)))
+    {
+        return Ok(false);
+    }
+    let default = TenantId::new(DEFAULT_TENANT)?;
+    if tenants.iter().any(|t| t.id == default) {
+        client.add_domain(&default, domain).await?;
+    } else {
+        client.create_tenant(&default, &[domain.to_owned()]).await?;
+    }
+    Ok(true)
+}
+
 fn tenant_info(directory: &Directory, id: &TenantId) -> anyhow::Result<TenantInfo> {
     directory
         .tenants()
@@ -319,15 +357,18 @@ fn parse(login: &str) -> anyhow::Result<Login> {
     Login::parse(login).with_context(|| format!("invalid login {login:?}"))
 }
 
-fn print_users(users: &[UserInfo]) {
-    println!(
+fn print_users(users: &[UserInfo]) -> anyhow::Result<()> {
+    say!(
         "{:<40} {:<20} {:<12} {:<8} apop",
-        "login", "id", "tenant", "state"
+        "login",
+        "id",
+        "tenant",
+        "state"
     );
     for user in users {
         let state = if user.disabled { "disabled" } else { "active" };
         let apop = if user.has_apop_secret { "yes" } else { "no" };
-        println!(
+        say!(
             "{:<40} {:<20} {:<12} {:<8} {apop}",
             user.login.to_string(),
             user.id.to_string(),
@@ -335,6 +376,7 @@ fn print_users(users: &[UserInfo]) {
             state
         );
     }
+    Ok(())
 }
 
 /// Reads one line from standard input, without its line end. Prompts on a terminal.

@@ -97,13 +97,31 @@ pub fn users_directory(
     Ok(directory)
 }
 
-/// The message store, measured and traced, with its readiness check.
-pub fn store(
+/// The message store, measured and traced, with its readiness check. The filesystem store
+/// first loses the temporary files of interrupted deliveries.
+pub async fn store(
     config: &Config,
     metrics: &StorageMetrics,
 ) -> anyhow::Result<(Arc<dyn MessageStore>, ReadinessCheck)> {
     Ok(match config.store.backend {
-        StoreBackend::Fs => instrumented_store(FsStore::new(config.store_path()), "fs", metrics),
+        StoreBackend::Fs => {
+            let store = FsStore::new(config.store_path());
+            // Housekeeping only: a folder that cannot be cleaned must not stop the service.
+            match store
+                .remove_stale_temp_files(config.store.stale_temp_file_age)
+                .await
+            {
+                Ok(0) => {}
+                Ok(removed) => {
+                    tracing::info!(removed, "removed temporary files of interrupted deliveries");
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "cannot remove the temporary files of interrupted deliveries"
+                ),
+            }
+            instrumented_store(store, "fs", metrics)
+        }
         StoreBackend::S3 => instrumented_store(S3Store::new(s3_config(config)?), "s3", metrics),
     })
 }

@@ -17,6 +17,7 @@ mod instrumented_limits;
 mod pop_url;
 mod roles;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use std::time::Duration;
@@ -30,20 +31,35 @@ use crate::roles::ServingRole;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match config::load(cli.config.as_deref(), std::env::vars()) {
+    let warn = |warning: &str| eprintln!("cloudpop: warning: {warning}");
+    let config = match config::load_reporting(cli.config.as_deref(), std::env::vars(), warn) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("cloudpop: {e}");
             return ExitCode::from(2);
         }
     };
-    match run(cli.role.unwrap_or(Role::All), config) {
+    let role = cli.role.unwrap_or(Role::All);
+    let prints_for_a_reader = matches!(role, Role::Admin(_) | Role::CheckConfig);
+    match run(role, config) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`cloudpop admin user list | head -1`): what
+        // it wanted it has, so end quietly, as `ls | head -1` does.
+        Err(e) if prints_for_a_reader && is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cloudpop: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `error` comes from writing to a closed pipe.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(role: Role, config: Config) -> anyhow::Result<()> {
@@ -55,7 +71,8 @@ fn run(role: Role, config: Config) -> anyhow::Result<()> {
             return runtime.block_on(admin::run(&config, args));
         }
         Role::CheckConfig => {
-            println!("{}", toml::to_string_pretty(&config)?);
+            // Secrets are shown as "<redacted>": the output ends up in terminals and CI logs.
+            writeln!(std::io::stdout(), "{}", config::redacted_toml(&config)?)?;
             return Ok(());
         }
         Role::All => ServingRole::All,

@@ -2,7 +2,9 @@
 //! serve, drain.
 
 use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,7 +76,11 @@ pub async fn serve(
     let mut tasks: Vec<Task> = Vec::new();
     let uses_users_file = role == ServingRole::Auth || config.auth.backend == AuthBackend::File;
     if uses_users_file {
-        std::fs::create_dir_all(&config.data_dir)
+        // Mode 0700: it holds the users file, the development key and (by default) mail.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     }
     // Bound first, so that the demo user's POP URL names the port really listened on.
@@ -117,7 +123,7 @@ pub async fn serve(
         let (authenticator, auth_check) =
             backends::authenticator(&config, shutdown, &registry).await?;
         let storage = cloudpop_maildrop::StorageMetrics::new(&registry)?;
-        let (store, store_check) = backends::store(&config, &storage)?;
+        let (store, store_check) = backends::store(&config, &storage).await?;
         readiness = readiness.with_check("store", store_check);
         if let Some(check) = auth_check {
             readiness = readiness.with_check("auth", check);
@@ -278,7 +284,8 @@ async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .await
         .with_context(|| format!("cannot listen for {what} on {addr}"))?;
     let local = listener.local_addr()?;
-    println!("cloudpop: {what} listening on {local}");
+    // Nobody reading stdout is no reason to stop serving.
+    let _ = writeln!(std::io::stdout(), "cloudpop: {what} listening on {local}");
     Ok(listener)
 }
 

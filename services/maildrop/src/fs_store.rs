@@ -4,17 +4,25 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::ids::{MaildropKey, UniqueId};
 use crate::store::{DeleteOutcome, MessageEntry, MessageReader, MessageStore, StoreError};
-use crate::uid_generator::UidGenerator;
+use crate::uid_generator::{self, UidGenerator};
 
 /// Where a maildrop keeps files being written. Its leading `.` can never start a
 /// [`UniqueId`], so listing never mistakes it (or anything in it) for a message.
 const TMP_DIR: &str = ".tmp";
+
+/// Mode of message files: readable by the service's user only. Mail is private, and other
+/// local users must not read it.
+const FILE_MODE: u32 = 0o600;
+
+/// Mode of the directories the store creates (root, tenants, maildrops, temp folders).
+const DIR_MODE: u32 = 0o700;
 
 /// How often `put` tries fresh names before giving up. Names are time-ordered with 80
 /// random bits, so even one collision means something other than chance is going on.
@@ -26,7 +34,7 @@ const PUT_ATTEMPTS: usize = 8;
 /// it to its final name. A hard link, unlike a rename, fails if the name exists, so a
 /// message is never overwritten. The maildrop directory is fsynced after every publish
 /// and delete, so an acknowledged `put` or `delete` survives a crash. Directories are
-/// created on first use.
+/// created on first use, mode 0700; messages are mode 0600 (the umask may only narrow them).
 ///
 /// Blocking filesystem calls run on Tokio's blocking pool. Several processes may share a
 /// root (ids carry 80 random bits), but ids are only ordered across processes by their
@@ -57,6 +65,14 @@ impl FsStore {
     /// The directory this store keeps its maildrops under.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// Removes the temporary files of deliveries that were interrupted (a crash, a kill)
+    /// and last modified more than `older_than` ago; returns how many. Meant for start-up:
+    /// a leftover is never listed, but it keeps its disk space until removed.
+    pub async fn remove_stale_temp_files(&self, older_than: Duration) -> Result<usize, StoreError> {
+        self.blocking(move |inner| inner.remove_stale_temp_files(older_than))
+            .await
     }
 
     /// Runs blocking filesystem work off the async threads.
@@ -99,7 +115,7 @@ impl Inner {
     fn write_tmp(&self, tmp_dir: &Path, message: &[u8]) -> Result<PathBuf, StoreError> {
         for _ in 0..PUT_ATTEMPTS {
             let path = tmp_dir.join(self.uids.next().as_str());
-            let mut file = match OpenOptions::new().write(true).create_new(true).open(&path) {
+            let mut file = match private_file().open(&path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(unavailable("create", &path, e)),
@@ -196,14 +212,25 @@ impl Inner {
         outcome
     }
 
+    /// Removes what interrupted deliveries left in the maildrops' temp folders: files named
+    /// as the store names them (a generated id), last modified more than `older_than` ago. Anything else, and
+    /// anything younger (a delivery of another process in progress), is left alone.
+    fn remove_stale_temp_files(&self, older_than: Duration) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for tenant in subdirectories(&self.root)? {
+            for maildrop in subdirectories(&tenant)? {
+                removed += remove_stale_in(&maildrop.join(TMP_DIR), older_than)?;
+            }
+        }
+        Ok(removed)
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         let root = &self.root;
         create_dir_durably(root).map_err(|e| unavailable("create", root, e))?;
         // A leading '.' can never be a tenant id, so the probe cannot meet a maildrop.
         let probe = root.join(format!(".check-{}", self.uids.next()));
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
+        private_file()
             .open(&probe)
             .and_then(|mut file| file.write_all(b"ok"))
             .map_err(|e| unavailable("write", &probe, e))?;
@@ -254,6 +281,59 @@ impl MessageStore for FsStore {
     }
 }
 
+/// The directories in `dir` whose names could be ids (no leading `.`); none if `dir` does not
+/// exist.
+fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(unavailable("list", dir, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| unavailable("list", dir, e))?;
+        let visible = !entry.file_name().to_string_lossy().starts_with('.');
+        if visible && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.push(entry.path());
+        }
+    }
+    Ok(found)
+}
+
+/// Removes the stale temp files of one temp folder; see
+/// [`FsStore::remove_stale_temp_files`].
+fn remove_stale_in(tmp_dir: &Path, older_than: Duration) -> Result<usize, StoreError> {
+    let entries = match fs::read_dir(tmp_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(unavailable("list", tmp_dir, e)),
+    };
+    let now = SystemTime::now();
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| unavailable("list", tmp_dir, e))?;
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(uid_generator::is_generated);
+        let Ok(metadata) = entry.metadata() else {
+            continue;
+        };
+        let age = metadata
+            .modified()
+            .ok()
+            .and_then(|modified| now.duration_since(modified).ok());
+        if ours && metadata.is_file() && age.is_some_and(|age| age > older_than) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(unavailable("remove", &entry.path(), e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 fn unavailable(action: &str, path: &Path, e: io::Error) -> StoreError {
     StoreError::Unavailable(format!("{action} {}: {e}", path.display()))
 }
@@ -268,7 +348,7 @@ fn create_dir_durably(dir: &Path) -> io::Result<()> {
     if let Some(parent) = parent {
         create_dir_durably(parent)?;
     }
-    match fs::create_dir(dir) {
+    match private_dir().create(dir) {
         Ok(()) => {}
         // Created concurrently by another put: the other put syncs the parent.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
@@ -278,6 +358,24 @@ fn create_dir_durably(dir: &Path) -> io::Result<()> {
         Some(parent) => sync_dir(parent),
         None => Ok(()),
     }
+}
+
+/// Options that create a new file that only its owner can read.
+fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, FILE_MODE);
+    options
+}
+
+/// A builder of directories that only their owner can enter.
+fn private_dir() -> fs::DirBuilder {
+    #[allow(unused_mut, reason = "only Unix has modes")]
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, DIR_MODE);
+    builder
 }
 
 /// Makes the directory's entries (created, linked or removed names) durable.
@@ -468,5 +566,66 @@ mod tests {
             0,
             "probe file left behind"
         );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn only_the_owner_can_read_mail() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let store_root = root.path().join("mail");
+        let store = FsStore::new(&store_root);
+        let maildrop = key("acme", "alice");
+        let uid = store
+            .put(&maildrop, Bytes::from_static(b"private\r\n"))
+            .await
+            .unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = store_root.join("acme/alice");
+        assert_eq!(mode(&dir.join(uid.as_str())), 0o600);
+        for d in [
+            store_root.clone(),
+            store_root.join("acme"),
+            dir.clone(),
+            dir.join(TMP_DIR),
+        ] {
+            assert_eq!(mode(&d), 0o700, "{}", d.display());
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_temp_files_are_removed_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FsStore::new(root.path());
+        let maildrop = key("acme", "alice");
+        let uid = store
+            .put(&maildrop, Bytes::from_static(b"kept\r\n"))
+            .await
+            .unwrap();
+        let tmp = root.path().join("acme/alice").join(TMP_DIR);
+        let old = std::time::SystemTime::now() - Duration::from_secs(3 * 3600);
+        let generator = UidGenerator::new();
+        let stale = tmp.join(generator.next().as_str());
+        let fresh = tmp.join(generator.next().as_str());
+        let foreign = tmp.join("not-ours");
+        for path in [&stale, &fresh, &foreign] {
+            fs::write(path, b"partial").unwrap();
+        }
+        for path in [&stale, &foreign] {
+            File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let removed = store
+            .remove_stale_temp_files(Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert!(!stale.exists() && fresh.exists() && foreign.exists());
+        assert_eq!(store.list(&maildrop).await.unwrap().len(), 1);
+        assert_eq!(read_all(&store, &maildrop, &uid).await, b"kept\r\n");
     }
 }

@@ -52,6 +52,12 @@ impl UidGenerator {
     }
 }
 
+/// Whether `name` has the shape of an id a generator issues (26 characters of its
+/// alphabet): a file so named in a store folder was written by a store.
+pub(crate) fn is_generated(name: &str) -> bool {
+    name.len() == ENCODED_LEN && name.bytes().all(|b| ALPHABET.contains(&b))
+}
+
 fn unix_millis() -> u64 {
     // A clock before 1970 is treated as 1970; the monotonic rule in `next` still holds.
     let millis = SystemTime::now()

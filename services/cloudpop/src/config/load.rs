@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use toml::{Table, Value};
 
-use super::Config;
+use super::{Config, paths, redact};
 
 /// Prefix of environment overrides: `CLOUDPOP_POP3__LISTEN` sets `pop3.listen`.
 const ENV_PREFIX: &str = "CLOUDPOP_";
@@ -33,9 +33,20 @@ pub enum ConfigError {
 
 /// Loads the configuration. `explicit` is `--config`; without it `./cloudpop.toml` is read
 /// if it exists. `env` is the process environment (passed in so tests can choose it).
+#[cfg(test)]
 pub fn load(
     explicit: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigError> {
+    load_reporting(explicit, env, |_| {})
+}
+
+/// [`load`], telling `warn` about what is suspicious but not fatal: a `CLOUDPOP_` variable
+/// that sets no option (a typo such as `CLOUDPOP_DATADIR`).
+pub fn load_reporting(
+    explicit: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    mut warn: impl FnMut(&str),
 ) -> Result<Config, ConfigError> {
     let default_file = Path::new("cloudpop.toml");
     let (path, mut table) = match explicit {
@@ -43,22 +54,58 @@ pub fn load(
         None if default_file.exists() => (default_file.to_owned(), read_table(default_file)?),
         None => (PathBuf::from("built-in defaults"), Table::new()),
     };
+    if let Some(folder) = path.parent() {
+        paths::resolve_relative(&mut table, folder);
+    }
     for (name, value) in env {
         if !name.starts_with(ENV_PREFIX) || ENV_NOT_OPTIONS.contains(&name.as_str()) {
             continue;
         }
-        apply_env(&mut table, &name, &value)?;
+        if !apply_env(&mut table, &name, &value)? && !is_service_link(&name) {
+            warn(&format!(
+                "{name} sets no option and is ignored; options are CLOUDPOP_SECTION__KEY \
+                 (two underscores), e.g. CLOUDPOP_POP3__LISTEN, or CLOUDPOP_DATA_DIR"
+            ));
+        }
     }
     // The path names the option even when its value came from the environment.
     let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
         let option = e.path().to_string();
+        let message = if redact::is_secret_option(&option) {
+            // Serde's messages quote the value ("invalid type: integer 1234").
+            "invalid value (not shown: it may be a secret)".to_owned()
+        } else {
+            e.into_inner().message().to_owned()
+        };
         ConfigError::Parse {
             path: path.clone(),
-            message: format!("{option}: {}", e.into_inner().message()),
+            message: format!("{option}: {message}"),
         }
     })?;
     config.validate().map_err(ConfigError::Invalid)?;
     Ok(config)
+}
+
+/// Whether `name` is one of the variables Kubernetes defines for a Service named
+/// `cloudpop…` (`CLOUDPOP_POP3_SERVICE_HOST`, `CLOUDPOP_POP3_PORT_1110_TCP_ADDR`, …).
+fn is_service_link(name: &str) -> bool {
+    if name.contains("_SERVICE_HOST") || name.contains("_SERVICE_PORT") || name.ends_with("_PORT") {
+        return true;
+    }
+    // `…_PORT_<number>_<protocol>[_PROTO|_PORT|_ADDR]`
+    let Some((_, tail)) = name.rsplit_once("_PORT_") else {
+        return false;
+    };
+    let mut parts = tail.split('_');
+    let number = parts.next().is_some_and(|n| n.parse::<u16>().is_ok());
+    let protocol = parts
+        .next()
+        .is_some_and(|p| matches!(p, "TCP" | "UDP" | "SCTP"));
+    let suffix = match parts.next() {
+        None => true,
+        Some(s) => matches!(s, "PROTO" | "PORT" | "ADDR") && parts.next().is_none(),
+    };
+    number && protocol && suffix
 }
 
 fn read_table(path: &Path) -> Result<Table, ConfigError> {
@@ -68,20 +115,49 @@ fn read_table(path: &Path) -> Result<Table, ConfigError> {
     })?;
     text.parse::<Table>().map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.to_string(),
+        message: syntax_error(&text, &e),
     })
+}
+
+/// Where a TOML syntax error is, and which key's line it is on, without quoting the line:
+/// it may hold a secret (`secret_access_key = "…`).
+fn syntax_error(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return format!("TOML syntax error: {}", error.message());
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..].lines().next().unwrap_or("");
+    let key = line_text
+        .split_once('=')
+        .map(|(key, _)| key.trim())
+        .filter(|key| {
+            !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+        });
+    let near = key.map_or(String::new(), |key| format!(" (in the value of {key})"));
+    format!(
+        "TOML syntax error at line {line}, column {column}{near}: {}",
+        error.message().trim_end()
+    )
 }
 
 /// Sets the option named by `CLOUDPOP_A__B` to `value`. A value that reads as a TOML value
 /// (a number, `true`, `["a", "b"]`, a quoted string) is taken as one; anything else is a
 /// plain string, so `127.0.0.1:1110` and `30s` need no quotes.
-fn apply_env(table: &mut Table, name: &str, value: &str) -> Result<(), ConfigError> {
+/// Returns whether the name is an option's (single-segment names other than the top-level
+/// options are not, see [`ENV_TOP_LEVEL`]).
+fn apply_env(table: &mut Table, name: &str, value: &str) -> Result<bool, ConfigError> {
     let path: Vec<String> = name[ENV_PREFIX.len()..]
         .split("__")
         .map(str::to_ascii_lowercase)
         .collect();
     if path.len() == 1 && !ENV_TOP_LEVEL.contains(&path[0].as_str()) {
-        return Ok(());
+        return Ok(false);
     }
     if path.iter().any(String::is_empty) {
         return Err(ConfigError::Env {
@@ -114,7 +190,7 @@ fn apply_env(table: &mut Table, name: &str, value: &str) -> Result<(), ConfigErr
         };
     }
     node.insert(last.clone(), typed);
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -304,5 +380,53 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.shutdown.ready_delay.as_secs(), 5);
+    }
+
+    #[test]
+    fn variables_that_set_no_option_are_warned_about_unless_service_links() {
+        let mut warnings = Vec::new();
+        load_reporting(
+            Some(Path::new("/dev/null")),
+            env(&[
+                ("CLOUDPOP_DATADIR", "/srv/x"),
+                ("CLOUDPOP_POP3_LISTEN", "0.0.0.0:1"),
+                ("CLOUDPOP_POP3_SERVICE_HOST", "10.0.0.2"),
+                ("CLOUDPOP_POP3_SERVICE_PORT_POP3S", "995"),
+                ("CLOUDPOP_AUTH_PORT", "tcp://10.0.0.1:50051"),
+                ("CLOUDPOP_AUTH_PORT_50051_TCP_ADDR", "10.0.0.1"),
+                ("CLOUDPOP_DATA_DIR", "/srv/y"),
+            ]),
+            |w| warnings.push(w.to_owned()),
+        )
+        .unwrap();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("CLOUDPOP_DATADIR"), "{warnings:?}");
+        assert!(warnings[1].contains("CLOUDPOP_POP3_LISTEN"), "{warnings:?}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_place_not_the_text() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[store.s3]\nbucket = \"b\"\nsecret_access_key = \"hunter2-secret"
+        )
+        .unwrap();
+        let error = load(Some(file.path()), env(&[])).unwrap_err().to_string();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(error.contains("line 3"), "{error}");
+        assert!(error.contains("secret_access_key"), "{error}");
+    }
+
+    #[test]
+    fn type_errors_of_secrets_do_not_show_the_value() {
+        let error = load(
+            Some(Path::new("/dev/null")),
+            env(&[("CLOUDPOP_STORE__S3__SECRET_ACCESS_KEY", "123456789")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!error.contains("123456789"), "{error}");
+        assert!(error.contains("store.s3.secret_access_key"), "{error}");
     }
 }

@@ -6,6 +6,9 @@
 
 pub mod duration;
 mod load;
+mod paths;
+mod redact;
+mod sanity;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +18,8 @@ use std::time::Duration;
 use cloudpop_auth::PasswordCheckSettings;
 use serde::{Deserialize, Serialize};
 
-pub use load::load;
+pub use load::load_reporting;
+pub use redact::redacted_toml;
 
 /// All options. Unknown keys are errors, so a typo never goes unnoticed.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -392,6 +396,10 @@ pub struct StoreSection {
     pub backend: StoreBackend,
     /// Root of the filesystem store. Default: `<data_dir>/mail`.
     pub path: Option<PathBuf>,
+    /// Filesystem store: temporary files of deliveries older than this are removed at
+    /// start (an interrupted delivery leaves one behind).
+    #[serde(with = "duration")]
+    pub stale_temp_file_age: Duration,
     pub s3: S3Section,
 }
 
@@ -400,6 +408,7 @@ impl Default for StoreSection {
         Self {
             backend: StoreBackend::Fs,
             path: None,
+            stale_temp_file_age: Duration::from_secs(3600),
             s3: S3Section::default(),
         }
     }
@@ -910,6 +919,7 @@ impl Config {
         if let Some((_, message)) = rules.iter().chain(&more_rules).find(|(ok, _)| !ok) {
             return Err((*message).to_owned());
         }
+        sanity::check(self)?;
         self.pop3_config().map(|_| ())
     }
 }
