@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use cloudpop_limits::{Admission, Limits};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use crate::server::Pop3Deps;
 
@@ -100,11 +100,12 @@ pub(crate) fn record_success(deps: &Pop3Deps, counted: Counted, client: IpAddr, 
         Counted::Local => Arc::clone(&deps.local_limits) as Arc<dyn Limits>,
     };
     let login_key = login_key.to_owned();
-    tokio::spawn(async move {
+    let recorded = async move {
         if let Err(e) = limits.record_success(client, &login_key).await {
             debug!(error = %e, "could not reset the login attempt count");
         }
-    });
+    };
+    tokio::spawn(recorded.in_current_span());
 }
 
 /// Runs `step` until `deadline`. Past it, returns `None` at once and lets the step finish in
@@ -119,7 +120,8 @@ where
     U: FnOnce(T) -> UF + Send + 'static,
     UF: Future<Output = ()> + Send,
 {
-    let mut task = tokio::spawn(step);
+    // The step's calls belong to the login's span, in the background too.
+    let mut task = tokio::spawn(step.in_current_span());
     match tokio::time::timeout_at(deadline, &mut task).await {
         Ok(Ok(value)) => Some(value),
         Ok(Err(join_error)) => {
@@ -127,11 +129,12 @@ where
             None
         }
         Err(_) => {
-            tokio::spawn(async move {
+            let undone = async move {
                 if let Ok(value) = task.await {
                     undo(value).await;
                 }
-            });
+            };
+            tokio::spawn(undone.in_current_span());
             None
         }
     }
