@@ -37,8 +37,9 @@ impl LmtpMetrics {
             recipients: IntCounterVec::new(
                 Opts::new(
                     "cloudpop_lmtp_recipients_total",
-                    "RCPT TO commands, by outcome: accepted, unknown (550), lookup_failed (451, \
-                     the auth service did not answer), too_many (452).",
+                    "RCPT TO commands, by outcome: accepted, unknown (550), deferred (450, \
+                     unknown while the user directory is in doubt), lookup_failed (451, the \
+                     auth service did not answer), too_many (452).",
                 ),
                 &["outcome"],
             )?,
@@ -58,7 +59,13 @@ impl LmtpMetrics {
         for outcome in SESSION_OUTCOMES {
             metrics.sessions.with_label_values(&[outcome]);
         }
-        for outcome in ["accepted", "unknown", "lookup_failed", "too_many"] {
+        for outcome in [
+            "accepted",
+            "unknown",
+            "deferred",
+            "lookup_failed",
+            "too_many",
+        ] {
             metrics.recipients.with_label_values(&[outcome]);
         }
         for outcome in ["delivered", "storage_failed", "too_large"] {
