@@ -262,11 +262,12 @@ fn a_users_file_rewritten_in_place_is_never_taken_half_written() {
     });
     let count = |code| codes.iter().filter(|&&c| c == code).count();
     eprintln!(
-        "{} probes during the rewrite: {} × 250, {} × 4xx, {} × 550",
+        "{} probes during the rewrite: {} × 250, {} × 4xx, {} × 550; versions refused: {}",
         codes.len(),
         count(250),
         codes.iter().filter(|&&c| (400..500).contains(&c)).count(),
-        count(550)
+        count(550),
+        reloads(&server, "removal_refused")
     );
     assert_eq!(count(550), 0, "LMTP bounced a user: {codes:?}");
     assert!(can_log_in(&server, BOB));
@@ -347,4 +348,40 @@ fn the_admin_command_removes_users_whatever_the_share() {
     assert_eq!(reloads(&server, "removal_refused"), 0);
     // No user at all is more likely an accident than a service for nobody: deferred.
     assert_eq!(lmtp.rcpt(CAROL), 450);
+}
+
+#[test]
+fn the_removal_limit_is_a_share_between_0_and_1() {
+    for bad in ["1.5", "-0.1", "half"] {
+        let dir = tempfile::tempdir().unwrap();
+        let env = std::collections::HashMap::from([
+            (
+                "CLOUDPOP_DATA_DIR".to_owned(),
+                dir.path().display().to_string(),
+            ),
+            (
+                "CLOUDPOP_USERS__MAX_REMOVED_FRACTION".to_owned(),
+                bad.to_owned(),
+            ),
+        ]);
+        let output = support::run_cli(&env, Some(dir.path()), &["check-config"], "");
+        assert!(!output.status.success(), "{bad} accepted");
+        assert!(
+            output.stderr.contains("max_removed_fraction"),
+            "{bad}: {}",
+            output.stderr
+        );
+    }
+}
+
+#[test]
+fn a_start_on_an_emptied_users_file_defers_every_recipient() {
+    let server = start(&[ALICE]);
+    let path = users_file(&server);
+    let mut server = server;
+    rewrite_in_place(&path, "");
+    server.restart();
+    let mut lmtp = LmtpClient::connect(&server);
+    assert_eq!(lmtp.rcpt(ALICE), 450);
+    assert!(!can_log_in(&server, ALICE));
 }

@@ -57,6 +57,9 @@ const NO_CRAM_SECRET: &[u8] = b"cloudpop: this user has no CRAM-MD5 secret";
 /// - The tenant's login delay (RFC 2449 LOGIN-DELAY) is enforced per process, in memory.
 /// - Disabled users still resolve as recipients: disabling stops access, not mail, so a
 ///   suspended account does not bounce its mail. Removing the user stops delivery.
+/// - A recipient unknown to the directory in use is [`LookupError::DirectoryInDoubt`]
+///   rather than unknown while the file on disk is another version (settling or refused),
+///   or while the directory in use has no users: the user may exist, so it must not bounce.
 ///
 /// Cloning is cheap and shares the directory, the reload state and the login-delay record.
 #[derive(Clone)]

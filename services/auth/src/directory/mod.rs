@@ -37,7 +37,10 @@
 //!
 //! [`Directory`] is the validated, in-memory form, with the editing operations behind
 //! `cloudpop admin`. [`DirectoryAuthenticator`] serves the [`Authenticator`] seam from the file
-//! and reloads it when it changes.
+//! and reloads it when it changes: a new version is taken once it has settled (two polls
+//! agree), is a regular file, is valid, and removes no more users than the [`RemovalLimit`]
+//! allows unless an approval file names it (see [`FileEdit`] and
+//! [`Directory::approve_removals`]); otherwise the directory in use stays.
 //!
 //! [`Authenticator`]: crate::Authenticator
 
