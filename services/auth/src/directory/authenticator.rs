@@ -122,8 +122,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl DirectoryAuthenticator {
     /// Loads the directory file at `path` (missing file: no users yet), with the default
-    /// [`PasswordCheckSettings`]. A file that does not validate is an error here; later, on
-    /// reload, it is only a warning.
+    /// [`PasswordCheckSettings`]. A file that does not validate (or is not a regular file) is
+    /// an error here; later, on reload, it is refused and the directory in use stays.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, DirectoryError> {
         Self::open_with(path, &PasswordCheckSettings::default())
     }
@@ -207,7 +207,7 @@ impl DirectoryAuthenticator {
 
     /// Spawns a task that calls [`reload_if_changed`](Self::reload_if_changed) every
     /// `interval` (at least 10 ms) until `shutdown` is cancelled or every clone of this
-    /// authenticator is dropped. Reload failures are logged as warnings. Needs a Tokio runtime.
+    /// authenticator is dropped. Refused versions are logged as errors. Needs a Tokio runtime.
     pub fn spawn_reloader(
         &self,
         interval: Duration,
