@@ -214,6 +214,11 @@ fn an_emptied_users_file_keeps_every_user_and_lmtp_never_bounces() {
         // Unknown while the file on disk is refused: deferred, not bounced.
         assert_eq!(lmtp.rcpt("nobody@example.com"), 450);
     }
+    let mut raw = support::Lmtp::connect(server.lmtp);
+    assert!(raw.cmd("MAIL FROM:<sender@example.net>").starts_with("250"));
+    let reply = raw.cmd("RCPT TO:<nobody@example.com>");
+    assert!(reply.starts_with("450 4.1.1 "), "{reply}");
+    raw.quit();
     let log = server.log();
     assert!(
         log.contains("would remove 2 of the 2 users in use"),
@@ -376,11 +381,20 @@ fn the_removal_limit_is_a_share_between_0_and_1() {
 
 #[test]
 fn a_start_on_an_emptied_users_file_defers_every_recipient() {
-    let server = start(&[ALICE]);
+    let mut server = Server::builder()
+        .option("USERS__CREATE_DEMO_USER", "true")
+        .user(ALICE, PASSWORD)
+        .start();
     let path = users_file(&server);
-    let mut server = server;
     rewrite_in_place(&path, "");
     server.restart();
+    // Not a first start: no demo user, whose file would make every other user unknown.
+    assert!(
+        !server.stdout.join("\n").contains("demo@example.com"),
+        "{:?}",
+        server.stdout
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     let mut lmtp = LmtpClient::connect(&server);
     assert_eq!(lmtp.rcpt(ALICE), 450);
     assert!(!can_log_in(&server, ALICE));
