@@ -355,21 +355,35 @@ fn the_admin_command_removes_users_whatever_the_share() {
     assert_eq!(lmtp.rcpt(CAROL), 450);
 }
 
+/// `cloudpop check-config` with `users.max_removed_fraction = value`.
+fn check_removal_limit(value: &str) -> support::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let env = std::collections::HashMap::from([
+        (
+            "CLOUDPOP_DATA_DIR".to_owned(),
+            dir.path().display().to_string(),
+        ),
+        (
+            "CLOUDPOP_USERS__MAX_REMOVED_FRACTION".to_owned(),
+            value.to_owned(),
+        ),
+    ]);
+    support::run_cli(&env, Some(dir.path()), &["check-config"], "")
+}
+
 #[test]
 fn the_removal_limit_is_a_share_between_0_and_1() {
+    for good in ["0", "0.25", "1"] {
+        let output = check_removal_limit(good);
+        assert!(output.status.success(), "{good}: {}", output.stderr);
+        assert!(
+            output.stdout.contains("max_removed_fraction"),
+            "{}",
+            output.stdout
+        );
+    }
     for bad in ["1.5", "-0.1", "half"] {
-        let dir = tempfile::tempdir().unwrap();
-        let env = std::collections::HashMap::from([
-            (
-                "CLOUDPOP_DATA_DIR".to_owned(),
-                dir.path().display().to_string(),
-            ),
-            (
-                "CLOUDPOP_USERS__MAX_REMOVED_FRACTION".to_owned(),
-                bad.to_owned(),
-            ),
-        ]);
-        let output = support::run_cli(&env, Some(dir.path()), &["check-config"], "");
+        let output = check_removal_limit(bad);
         assert!(!output.status.success(), "{bad} accepted");
         assert!(
             output.stderr.contains("max_removed_fraction"),
