@@ -143,6 +143,11 @@ impl AuthFailure {
 pub enum LookupError {
     #[error("recipient lookup temporarily unavailable: {0}")]
     Temporary(String),
+    /// No such user in the directory in use, but that directory may be about to change (a
+    /// new version of it is settling or was refused, or it has no users at all): the
+    /// recipient may exist, so the answer must not be final.
+    #[error("no such user in the directory in use, which is in doubt")]
+    DirectoryInDoubt,
 }
 
 /// Checks credentials and resolves recipients.
@@ -151,7 +156,8 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
     /// Verifies a credential. Comparisons of secrets are constant-time.
     async fn authenticate(&self, request: AuthRequest) -> Result<Principal, AuthFailure>;
 
-    /// Resolves a delivery address to its maildrop; `Ok(None)` if no such user (LMTP `550`).
+    /// Resolves a delivery address to its maildrop; `Ok(None)` if no such user (LMTP `550`),
+    /// [`LookupError::DirectoryInDoubt`] if no such user for now (LMTP `450`).
     async fn lookup_recipient(&self, address: &str) -> Result<Option<Principal>, LookupError>;
 
     /// Whether APOP may be offered at all (the greeting then carries a timestamp).

@@ -25,8 +25,8 @@ pub use authenticator::{
     Principal,
 };
 pub use directory::{
-    Directory, DirectoryAuthenticator, DirectoryError, PasswordCheckSettings, TenantInfo, UserId,
-    UserInfo,
+    Directory, DirectoryAuthenticator, DirectoryError, FileEdit, PasswordCheckSettings,
+    RemovalLimit, TenantInfo, UserId, UserInfo,
 };
 pub use login::{Login, LoginError};
 pub use secret::Secret;

@@ -132,6 +132,21 @@ async fn user(config: &Config, target: &Target, command: UserCommand) -> anyhow:
             let id = target.delete_user(&login).await?;
             say!("removed {login}; its stored mail (mailbox {id}) was left in place");
         }
+        UserCommand::ApproveRemovals => {
+            let Target::File(path) = target else {
+                bail!(
+                    "approve-removals works on the local users file: run it where the file is, \
+                     without --remote"
+                );
+            };
+            let directory = Directory::approve_removals(path)
+                .with_context(|| format!("cannot approve users file {}", path.display()))?;
+            println!(
+                "approved {} as it is now ({} users); a running server takes it at its next reload",
+                path.display(),
+                directory.users().len()
+            );
+        }
     }
     Ok(())
 }
@@ -214,15 +229,16 @@ enum Edit {
 }
 
 impl Target {
-    /// Loads the users file, applies `change`, and saves it atomically.
+    /// Loads the users file, applies `change`, and saves it atomically. A change that removes
+    /// users is approved (see `Directory::load_for_edit`), so a running server takes it
+    /// whatever its removal limit.
     fn with_file<T>(
         path: &PathBuf,
         change: impl FnOnce(&mut Directory) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut directory = Directory::load(path)?;
+        let (mut directory, edit) = Directory::load_for_edit(path)?;
         let result = change(&mut directory)?;
-        directory
-            .save(path)
+        edit.save(&directory)
             .with_context(|| format!("cannot write users file {}", path.display()))?;
         Ok(result)
     }

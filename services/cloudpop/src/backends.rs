@@ -93,6 +93,7 @@ pub fn users_directory(
     let directory = DirectoryAuthenticator::open_with(&path, &config.users.password_checks())
         .with_context(|| format!("cannot load users file {}", path.display()))?;
     directory.count_reloads(ReloadMetrics::new(registry)?);
+    directory.limit_removals(config.users.removal_limit());
     directory.spawn_reloader(config.users.reload_interval, shutdown.clone());
     Ok(directory)
 }

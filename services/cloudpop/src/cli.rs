@@ -122,4 +122,8 @@ pub enum UserCommand {
     Del { login: String },
     /// List users.
     List,
+    /// Approve the users file as it is now, so that a running server takes it even if it
+    /// removes more users than `users.max_removed_fraction` allows (once: for exactly these
+    /// contents). Only for the local users file.
+    ApproveRemovals,
 }

@@ -14,13 +14,19 @@ pub const DEMO_LOGIN: &str = "demo@example.com";
 /// The tenant that owns domains added by `cloudpop admin` in the embedded default.
 pub const DEFAULT_TENANT: &str = "default";
 
-/// Creates the demo user with a random password if the users file has no users, and prints
-/// how to log in. The password is shown only this once.
+/// Creates the demo user with a random password on the first start (there is no users file
+/// yet), and prints how to log in. The password is shown only this once.
+///
+/// A users file that exists but has no users is left alone: it is more likely emptied by
+/// accident, or being rewritten, than new, and a demo user would make its users' mail bounce.
 pub fn ensure(users_file: &Path, pop3: SocketAddr) -> anyhow::Result<()> {
-    let mut directory = Directory::load(users_file)?;
-    if !directory.users().is_empty() {
+    let exists = users_file
+        .try_exists()
+        .with_context(|| format!("cannot examine users file {}", users_file.display()))?;
+    if exists {
         return Ok(());
     }
+    let mut directory = Directory::new();
     let login = Login::parse(DEMO_LOGIN)?;
     ensure_domain(&mut directory, &login)?;
     let password = random_password()?;

@@ -40,8 +40,9 @@ impl LmtpMetrics {
             recipients: IntCounterVec::new(
                 Opts::new(
                     "cloudpop_lmtp_recipients_total",
-                    "RCPT TO commands, by outcome: accepted, unknown (550), lookup_failed (451, \
-                     the auth service did not answer), too_many (452).",
+                    "RCPT TO commands, by outcome: accepted, unknown (550), deferred (450, \
+                     unknown while the user directory is in doubt), lookup_failed (451, the \
+                     auth service did not answer), too_many (452).",
                 ),
                 &["outcome"],
             )?,
@@ -71,7 +72,13 @@ impl LmtpMetrics {
         for outcome in SESSION_OUTCOMES {
             metrics.sessions.with_label_values(&[outcome]);
         }
-        for outcome in ["accepted", "unknown", "lookup_failed", "too_many"] {
+        for outcome in [
+            "accepted",
+            "unknown",
+            "deferred",
+            "lookup_failed",
+            "too_many",
+        ] {
             metrics.recipients.with_label_values(&[outcome]);
         }
         for outcome in DELIVERY_OUTCOMES {

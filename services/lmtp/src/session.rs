@@ -117,6 +117,17 @@ impl SessionError {
             SessionError::NoSuchUser(address) => {
                 Reply::new(550, status(5, 1, 1), format!("<{address}>: no such user"))
             }
+            // RFC 3463: X.1.1 bad destination mailbox, but 4xx (RFC 5321 §4.2.1: transient),
+            // since the directory in use may be about to change: the client retries instead of
+            // bouncing the mail.
+            SessionError::LookupFailed {
+                address,
+                source: LookupError::DirectoryInDoubt,
+            } => Reply::new(
+                450,
+                status(4, 1, 1),
+                format!("<{address}>: no such user for now, the user directory is changing"),
+            ),
             // RFC 3463: X.4.3 directory server failure; 4xx so the client retries.
             SessionError::LookupFailed { address, .. } => Reply::new(
                 451,
@@ -439,6 +450,7 @@ impl Session {
         let outcome = match &found {
             Ok(Some(_)) => "accepted",
             Ok(None) => "unknown",
+            Err(LookupError::DirectoryInDoubt) => "deferred",
             Err(_) => "lookup_failed",
         };
         recipients.with_label_values(&[outcome]).inc();
@@ -452,6 +464,13 @@ impl Session {
                 Ok(Step::reply(reply))
             }
             Ok(None) => Err(SessionError::NoSuchUser(to)),
+            Err(LookupError::DirectoryInDoubt) => {
+                info!(rcpt = %to, "unknown recipient deferred: the user directory is changing");
+                Err(SessionError::LookupFailed {
+                    address: to,
+                    source: LookupError::DirectoryInDoubt,
+                })
+            }
             Err(source) => {
                 warn!(rcpt = %to, error = %source, "recipient lookup failed");
                 Err(SessionError::LookupFailed {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,12 +12,15 @@ use cloudpop_maildrop::{MaildropKey, TenantId};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::file::FileRepr;
 use super::password::PasswordDigest;
 use super::password_check::{PasswordCheckSettings, PasswordChecker};
-use super::reload::{Fingerprint, Watch};
+use super::reload::{Fingerprint, Verdict, Watch};
 use super::reload_metrics::ReloadMetrics;
+use super::removal_limit::RemovalLimit;
 use super::{
-    Directory, DirectoryError, Tenant, User, UserId, apop, cram, file, jwks_files, read_jwks_files,
+    Directory, DirectoryError, JwksTexts, Tenant, User, UserId, apop, approval, cram, file,
+    jwks_files, read_jwks_files,
 };
 use crate::authenticator::{
     AuthFailure, AuthRequest, Authenticator, Credential, LookupError, Policy, Principal,
@@ -53,6 +57,9 @@ const NO_CRAM_SECRET: &[u8] = b"cloudpop: this user has no CRAM-MD5 secret";
 /// - The tenant's login delay (RFC 2449 LOGIN-DELAY) is enforced per process, in memory.
 /// - Disabled users still resolve as recipients: disabling stops access, not mail, so a
 ///   suspended account does not bounce its mail. Removing the user stops delivery.
+/// - A recipient unknown to the directory in use is [`LookupError::DirectoryInDoubt`]
+///   rather than unknown while the file on disk is another version (settling or refused),
+///   or while the directory in use has no users: the user may exist, so it must not bounce.
 ///
 /// Cloning is cheap and shares the directory, the reload state and the login-delay record.
 #[derive(Clone)]
@@ -67,6 +74,11 @@ struct Inner {
     watch: Mutex<Watch>,
     /// Where reloads after the first load are counted, once set.
     reload_metrics: OnceLock<ReloadMetrics>,
+    /// How many users one reload may remove; the default until set.
+    removal_limit: OnceLock<RemovalLimit>,
+    /// The file on disk is not the version in use (it is settling, or it was refused): an
+    /// unknown recipient may be a user of either, so it is not refused for good.
+    in_doubt: AtomicBool,
     /// Last successful login per user, for the login delay.
     last_login: Mutex<HashMap<UserId, Instant>>,
     /// Runs and caches argon2 checks.
@@ -110,8 +122,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl DirectoryAuthenticator {
     /// Loads the directory file at `path` (missing file: no users yet), with the default
-    /// [`PasswordCheckSettings`]. A file that does not validate is an error here; later, on
-    /// reload, it is only a warning.
+    /// [`PasswordCheckSettings`]. A file that does not validate (or is not a regular file) is
+    /// an error here; later, on reload, it is refused and the directory in use stays.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, DirectoryError> {
         Self::open_with(path, &PasswordCheckSettings::default())
     }
@@ -129,12 +141,15 @@ impl DirectoryAuthenticator {
             current: RwLock::new(Snapshot::new(Directory::new())),
             watch: Mutex::new(Watch::default()),
             reload_metrics: OnceLock::new(),
+            removal_limit: OnceLock::new(),
+            in_doubt: AtomicBool::new(false),
             last_login: Mutex::new(HashMap::new()),
             passwords,
         };
-        // The first load is a reload from "no file": a missing file leaves the directory
-        // empty, an invalid one is an error.
-        inner.reload_if_changed()?;
+        // The first load is taken as it is, without waiting for it to settle: there is no
+        // directory to keep instead. A missing file leaves the directory empty, an invalid
+        // one is an error.
+        inner.reload(true)?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -150,13 +165,25 @@ impl DirectoryAuthenticator {
         Arc::clone(&self.inner.snapshot().directory)
     }
 
-    /// Reads the file (and the JWKS files it names) again if the metadata of any of them
-    /// changed since they were last read, and installs the result if their contents changed
-    /// too. Returns whether a new directory was installed. On error (an unreadable, invalid
-    /// or vanished file, an unreadable JWKS file) the directory in use is kept. Blocking:
-    /// call it off the async runtime.
+    /// One poll: reads the file (and the JWKS files it names) again if the metadata of any
+    /// of them changed since they were last read, and installs the result once it has
+    /// settled, that is once the previous poll found the same metadata and contents, so that
+    /// a file being rewritten in place is never installed half-written. Returns whether a new
+    /// directory was installed.
+    ///
+    /// The directory in use is kept, and an error returned once per version, when the new
+    /// version is unreadable, not a regular file, invalid or vanished, when a JWKS file cannot
+    /// be read, or when it removes more users than the [`RemovalLimit`] allows and is not
+    /// approved ([`DirectoryError::TooManyRemovals`]). Blocking: call it off the async runtime.
     pub fn reload_if_changed(&self) -> Result<bool, DirectoryError> {
-        self.inner.reload_if_changed()
+        self.inner.reload(false)
+    }
+
+    /// [`reload_if_changed`](Self::reload_if_changed) after this process replaced the file
+    /// atomically (as [`FileEdit::save`](super::FileEdit::save) does): a new version is taken
+    /// at once, since it cannot be half-written. The removal limit still applies.
+    pub fn reload_after_edit(&self) -> Result<bool, DirectoryError> {
+        self.inner.reload(true)
     }
 
     /// Counts every later reload (by the reloader task or after an admin edit) into
@@ -165,9 +192,22 @@ impl DirectoryAuthenticator {
         let _ = self.inner.reload_metrics.set(metrics);
     }
 
+    /// Limits how many users one later reload may remove (default:
+    /// [`RemovalLimit::default`]). Only the first call has an effect.
+    pub fn limit_removals(&self, limit: RemovalLimit) {
+        let _ = self.inner.removal_limit.set(limit);
+    }
+
+    /// Whether an unknown recipient may still be a user: the installed directory has no
+    /// users at all (an empty or truncated file at start-up), or the file on disk is a
+    /// version not in use (settling, or refused).
+    fn recipients_in_doubt(&self, directory: &Directory) -> bool {
+        directory.users.is_empty() || self.inner.in_doubt.load(Ordering::Relaxed)
+    }
+
     /// Spawns a task that calls [`reload_if_changed`](Self::reload_if_changed) every
     /// `interval` (at least 10 ms) until `shutdown` is cancelled or every clone of this
-    /// authenticator is dropped. Reload failures are logged as warnings. Needs a Tokio runtime.
+    /// authenticator is dropped. Refused versions are logged as errors. Needs a Tokio runtime.
     pub fn spawn_reloader(
         &self,
         interval: Duration,
@@ -257,10 +297,11 @@ async fn reload_loop(inner: Weak<Inner>, interval: Duration, shutdown: Cancellat
         }
         let Some(inner) = inner.upgrade() else { return };
         let path = inner.path.clone();
-        match tokio::task::spawn_blocking(move || inner.reload_if_changed()).await {
+        match tokio::task::spawn_blocking(move || inner.reload(false)).await {
             Ok(Ok(true)) => tracing::info!(path = %path.display(), "user directory reloaded"),
             Ok(Ok(false)) => {}
-            Ok(Err(error)) => tracing::warn!(
+            // An error: until the file is fixed or approved, unknown recipients are deferred.
+            Ok(Err(error)) => tracing::error!(
                 %error,
                 "user directory not reloaded; keeping the one loaded before"
             ),
@@ -274,42 +315,75 @@ impl Inner {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn reload_if_changed(&self) -> Result<bool, DirectoryError> {
-        let result = self.load_if_changed();
+    fn reload(&self, at_once: bool) -> Result<bool, DirectoryError> {
+        let mut watch = lock(&self.watch);
+        let result = self.poll(&mut watch, at_once);
+        self.in_doubt.store(watch.in_doubt(), Ordering::Relaxed);
         if let Some(metrics) = self.reload_metrics.get() {
             match &result {
                 Ok(true) => metrics.success.inc(),
                 Ok(false) => {}
+                Err(DirectoryError::TooManyRemovals { .. }) => metrics.removal_refused.inc(),
                 Err(_) => metrics.failure.inc(),
             }
+            metrics.refused.set(i64::from(watch.refused()));
         }
         result
     }
 
-    fn load_if_changed(&self) -> Result<bool, DirectoryError> {
-        let mut watch = lock(&self.watch);
+    /// One look at the files: reads them if their metadata changed, and installs (or
+    /// refuses) a new version once it has settled.
+    fn poll(&self, watch: &mut Watch, at_once: bool) -> Result<bool, DirectoryError> {
         let fingerprint = Fingerprint::of(&self.path).map_err(|source| DirectoryError::Read {
             path: self.path.clone(),
             source,
         })?;
         let key_files_now: Vec<_> = watch.key_files().map(Fingerprint::of_key_file).collect();
-        if !watch.needs_reload(fingerprint, &key_files_now) {
+        let approval_now = Fingerprint::of_key_file(&approval::path_for(&self.path));
+        if !watch.needs_reload(fingerprint, &key_files_now, approval_now) {
             return Ok(false);
         }
-        let had_file = watch.last_was_file();
-        // Recorded before reading: a bad version is reported once, not on every poll, and a
-        // write that lands while we read changes the fingerprint again.
+        // Recorded before reading: a write that lands while we read changes the fingerprint
+        // again, and the version is read once more.
         let now = SystemTime::now();
-        watch.record(fingerprint, now);
-        let vanished = || DirectoryError::Vanished {
-            path: self.path.clone(),
+        watch.record(fingerprint, approval_now, now);
+        let version = self.read_version(watch, now);
+        if watch.observe(version.parts(), at_once) != Verdict::Take {
+            return Ok(false);
+        }
+        if version.text?.is_none() {
+            // A missing file is an empty directory only at start-up. Later it is far more
+            // likely an editor between delete and write than an intent to lock every user out.
+            if watch.nothing_installed() {
+                watch.installed();
+                return Ok(false);
+            }
+            return Err(DirectoryError::Vanished {
+                path: self.path.clone(),
+            });
+        }
+        let directory = Directory::from_repr(version.repr?, &self.path, &version.jwks?)?;
+        // The first load has nothing to keep; later, a version that removes too many users is
+        // more likely an accident than an intent, unless it says otherwise.
+        if !watch.nothing_installed() && !version.approved {
+            self.check_removals(&directory)?;
+        }
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Snapshot::new(directory);
+        watch.installed();
+        Ok(true)
+    }
+
+    /// Reads the directory file, the JWKS files it names, and whether its approval file
+    /// approves it.
+    fn read_version(&self, watch: &mut Watch, now: SystemTime) -> Version {
+        let text = file::read(&self.path);
+        let (repr, approved) = match &text {
+            Ok(Some(text)) => (
+                file::parse(&self.path, text),
+                approval::approves(&self.path, text),
+            ),
+            _ => (Ok(FileRepr::default()), false),
         };
-        // A missing file is an empty directory only at start-up. Later it is far more likely
-        // an editor between delete and write than an intent to lock every user out.
-        let Some(text) = file::read(&self.path)? else {
-            return if had_file { Err(vanished()) } else { Ok(false) };
-        };
-        let repr = file::parse(&self.path, &text);
         let key_files = repr
             .as_ref()
             .map(|repr| jwks_files(repr, &self.path))
@@ -321,21 +395,69 @@ impl Inner {
             .map(|(_, path)| (path.clone(), Fingerprint::of_key_file(path)))
             .collect();
         watch.record_key_files(fingerprints, now);
-        let jwks = read_jwks_files(&key_files);
-        let jwks_contents = match &jwks {
-            Ok(texts) => texts
-                .iter()
-                .flat_map(|(path, text)| [path.to_string_lossy().into_owned(), text.clone()])
-                .collect(),
-            // The same unreadable file is reported once, like the same invalid text.
-            Err(error) => vec![error.to_string()],
-        };
-        if !watch.record_contents(std::iter::once(text).chain(jwks_contents)) {
-            return Ok(false);
+        Version {
+            text,
+            repr,
+            jwks: read_jwks_files(&key_files),
+            approved,
         }
-        let directory = Directory::from_repr(repr?, &self.path, &jwks?)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Snapshot::new(directory);
-        Ok(true)
+    }
+
+    /// Refuses `candidate` if it removes more of the users in use than the limit allows.
+    fn check_removals(&self, candidate: &Directory) -> Result<(), DirectoryError> {
+        let in_use = self.snapshot();
+        let users = &in_use.directory.users;
+        let removed = users
+            .keys()
+            .filter(|login| !candidate.users.contains_key(*login))
+            .count();
+        let limit = self.removal_limit.get().copied().unwrap_or_default();
+        if limit.allows(users.len(), removed) {
+            return Ok(());
+        }
+        Err(DirectoryError::TooManyRemovals {
+            path: self.path.clone(),
+            removed,
+            in_use: users.len(),
+            max_fraction: limit.max_fraction(),
+        })
+    }
+}
+
+/// One version of the files as read, or why it could not be.
+struct Version {
+    /// The directory file's text; `None`: there is no file.
+    text: Result<Option<String>, DirectoryError>,
+    repr: Result<FileRepr, DirectoryError>,
+    jwks: Result<JwksTexts, DirectoryError>,
+    /// The approval file names this version (see the `approval` module).
+    approved: bool,
+}
+
+impl Version {
+    /// What identifies this version: contents, or the reasons they could not be read.
+    fn parts(&self) -> Vec<Vec<u8>> {
+        let mut parts = match &self.text {
+            Ok(Some(text)) => vec![b"file".to_vec(), text.as_bytes().to_vec()],
+            Ok(None) => vec![b"missing".to_vec()],
+            // The same unreadable file is reported once, like the same invalid text.
+            Err(error) => vec![b"error".to_vec(), error.to_string().into_bytes()],
+        };
+        match &self.jwks {
+            Ok(texts) => {
+                for (path, text) in texts {
+                    parts.push(path.to_string_lossy().as_bytes().to_vec());
+                    parts.push(text.as_bytes().to_vec());
+                }
+            }
+            Err(error) => parts.push(error.to_string().into_bytes()),
+        }
+        parts.push(if self.approved {
+            b"approved".to_vec()
+        } else {
+            Vec::new()
+        });
+        parts
     }
 }
 
@@ -375,8 +497,15 @@ impl Authenticator for DirectoryAuthenticator {
             return Ok(None);
         };
         let snapshot = self.inner.snapshot();
-        let found = snapshot.directory.resolve(&login);
-        Ok(found.map(|(user, tenant, t)| principal(user, tenant, &t.policy)))
+        match snapshot.directory.resolve(&login) {
+            Some((user, tenant, t)) => Ok(Some(principal(user, tenant, &t.policy))),
+            // RFC 5321 §4.2.1: a 5yz makes the client bounce the mail; when the directory is
+            // in doubt, a 4yz makes it try again later instead.
+            None if self.recipients_in_doubt(&snapshot.directory) => {
+                Err(LookupError::DirectoryInDoubt)
+            }
+            None => Ok(None),
+        }
     }
 
     fn apop_offered(&self) -> bool {

@@ -5,7 +5,7 @@
 //! secret fields refuse a wrong type without echoing the value.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::de::Error as _;
@@ -166,22 +166,95 @@ const HEADER: &str = "\
 
 /// Reads a JWKS file named by a tenant's `jwks_file`.
 pub(super) fn read_jwks(tenant: &str, path: &Path) -> Result<String, DirectoryError> {
-    fs::read_to_string(path).map_err(|source| DirectoryError::ReadJwks {
+    let error = |source| DirectoryError::ReadJwks {
         tenant: tenant.to_owned(),
         path: path.to_owned(),
         source,
-    })
+    };
+    match read_regular(path) {
+        Ok(Some(text)) => Ok(text),
+        Ok(None) => Err(error(io::ErrorKind::NotFound.into())),
+        Err(ReadError::Io(source)) => Err(error(source)),
+        Err(ReadError::NotRegular(kind)) => Err(DirectoryError::NotRegularFile {
+            path: path.to_owned(),
+            kind,
+        }),
+    }
 }
 
 /// Reads the file; `Ok(None)` if it does not exist.
 pub(super) fn read(path: &Path) -> Result<Option<String>, DirectoryError> {
-    match fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(DirectoryError::Read {
+    read_regular(path).map_err(|error| match error {
+        ReadError::Io(source) => DirectoryError::Read {
             path: path.to_owned(),
             source,
-        }),
+        },
+        ReadError::NotRegular(kind) => DirectoryError::NotRegularFile {
+            path: path.to_owned(),
+            kind,
+        },
+    })
+}
+
+/// Why [`read_regular`] failed.
+pub(super) enum ReadError {
+    Io(io::Error),
+    /// What the path is instead of a regular file.
+    NotRegular(&'static str),
+}
+
+/// Reads the regular file at `path` as UTF-8; `Ok(None)` if there is none.
+///
+/// Anything else (a FIFO, a socket, a device, a folder) is refused before it is read: opening
+/// a FIFO for reading waits for a writer, which would hold up every later reload. The type is
+/// checked before opening, the open does not block, and the type is checked again on what was
+/// opened, since the path may have been replaced in between.
+pub(super) fn read_regular(path: &Path) -> Result<Option<String>, ReadError> {
+    match fs::metadata(path) {
+        Ok(metadata) if !metadata.is_file() => {
+            return Err(ReadError::NotRegular(kind(metadata.file_type())));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ReadError::Io(e)),
+    }
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ReadError::Io(e)),
+    };
+    let metadata = file.metadata().map_err(ReadError::Io)?;
+    if !metadata.is_file() {
+        return Err(ReadError::NotRegular(kind(metadata.file_type())));
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(ReadError::Io)?;
+    Ok(Some(text))
+}
+
+/// What a file that is not a regular file is, for the error message.
+fn kind(file_type: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "FIFO";
+        }
+        if file_type.is_socket() {
+            return "socket";
+        }
+        if file_type.is_block_device() || file_type.is_char_device() {
+            return "device";
+        }
+    }
+    if file_type.is_dir() {
+        "folder"
+    } else {
+        "special file"
     }
 }
 
@@ -295,6 +368,28 @@ mod tests {
         assert_eq!(parse_policy("30").unwrap(), ExpireRepr(Some(30)));
         assert!(parse_policy("-1").is_err());
         assert!(parse_policy("\"sometimes\"").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.toml");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let error = read(&path).unwrap_err();
+        assert!(
+            matches!(error, DirectoryError::NotRegularFile { kind: "FIFO", .. }),
+            "{error}"
+        );
+        assert!(matches!(
+            read_regular(dir.path()),
+            Err(ReadError::NotRegular("folder"))
+        ));
+        assert!(read(&dir.path().join("missing.toml")).unwrap().is_none());
     }
 
     #[cfg(unix)]

@@ -37,11 +37,15 @@
 //!
 //! [`Directory`] is the validated, in-memory form, with the editing operations behind
 //! `cloudpop admin`. [`DirectoryAuthenticator`] serves the [`Authenticator`] seam from the file
-//! and reloads it when it changes.
+//! and reloads it when it changes: a new version is taken once it has settled (two polls
+//! agree), is a regular file, is valid, and removes no more users than the [`RemovalLimit`]
+//! allows unless an approval file names it (see [`FileEdit`] and
+//! [`Directory::approve_removals`]); otherwise the directory in use stays.
 //!
 //! [`Authenticator`]: crate::Authenticator
 
 mod apop;
+mod approval;
 mod authenticator;
 mod bearer;
 mod cram;
@@ -51,6 +55,7 @@ mod password;
 mod password_check;
 mod reload;
 mod reload_metrics;
+mod removal_limit;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
@@ -72,6 +77,7 @@ use password::{HashError, PasswordDigest};
 pub use authenticator::DirectoryAuthenticator;
 pub use password_check::PasswordCheckSettings;
 pub use reload_metrics::ReloadMetrics;
+pub use removal_limit::{InvalidRemovalLimit, RemovalLimit};
 
 /// Why the directory could not be read, validated, changed or written.
 ///
@@ -104,6 +110,22 @@ pub enum DirectoryError {
     /// The directory could not be turned into TOML (not expected to happen).
     #[error("cannot render the directory file: {0}")]
     Render(String),
+    /// The path is a FIFO, socket, device or folder: refused unread, since opening a FIFO
+    /// would wait for a writer.
+    #[error("{path} is a {kind}, not a regular file")]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+    /// On reload: the new version removes more of the users in use than the removal limit
+    /// allows, and its approval file does not name it.
+    #[error(
+        "{path} would remove {removed} of the {in_use} users in use, more than the share of \
+         {max_fraction} one reload may remove; approve this version to take it"
+    )]
+    TooManyRemovals {
+        path: PathBuf,
+        removed: usize,
+        in_use: usize,
+        max_fraction: f64,
+    },
     /// On reload: the file that was there is gone.
     #[error("{path} disappeared")]
     Vanished { path: PathBuf },
@@ -313,6 +335,39 @@ impl Directory {
         let repr = file::parse(path, text)?;
         let jwks = read_jwks_files(&jwks_files(&repr, path))?;
         Directory::from_repr(repr, path, &jwks)
+    }
+
+    /// Reads the file at `path` to change it and save it back with [`FileEdit::save`], which
+    /// approves the version it writes when that is needed for a running server to take it.
+    pub fn load_for_edit(path: impl AsRef<Path>) -> Result<(Directory, FileEdit), DirectoryError> {
+        let path = path.as_ref();
+        let text = file::read(path)?;
+        let approved = text
+            .as_deref()
+            .is_some_and(|text| approval::approves(path, text));
+        let directory = match text {
+            None => Directory::new(),
+            Some(text) => Directory::from_text(path, &text)?,
+        };
+        let edit = FileEdit {
+            path: path.to_owned(),
+            approved,
+            logins: directory.users.keys().cloned().collect(),
+        };
+        Ok((directory, edit))
+    }
+
+    /// Approves the file at `path` as it is now (see the `approval` module): a running server
+    /// takes this exact version even if it removes more users than its removal limit allows.
+    /// The file must be valid; returns what it holds.
+    pub fn approve_removals(path: impl AsRef<Path>) -> Result<Directory, DirectoryError> {
+        let path = path.as_ref();
+        let text = file::read(path)?.ok_or_else(|| DirectoryError::Vanished {
+            path: path.to_owned(),
+        })?;
+        let directory = Directory::from_text(path, &text)?;
+        approval::write(path, &text)?;
+        Ok(directory)
     }
 
     /// Writes the directory to `path` atomically (temp file in the same directory, fsync,
@@ -698,6 +753,40 @@ impl Directory {
             })
             .collect();
         FileRepr { tenants, users }
+    }
+}
+
+/// A version of the directory file loaded by [`Directory::load_for_edit`] to be changed and
+/// written back, as `cloudpop admin` does.
+#[derive(Debug)]
+pub struct FileEdit {
+    path: PathBuf,
+    /// The version loaded was approved.
+    approved: bool,
+    /// The users of the version loaded, by [`Login::key`].
+    logins: BTreeSet<String>,
+}
+
+impl FileEdit {
+    /// Saves `directory` (the one loaded, changed) back to the file, atomically.
+    ///
+    /// A running server refuses a version that removes more users than its removal limit
+    /// allows unless the approval file names it (see the `approval` module). An edit is
+    /// deliberate, so the version written is approved when the edit removed users, or when
+    /// the version loaded was approved itself (its removals may not be taken yet); the
+    /// approval is written first, so a server never sees the file without it. Other edits
+    /// approve nothing: editing a file that someone else emptied does not make its removals
+    /// deliberate.
+    pub fn save(self, directory: &Directory) -> Result<(), DirectoryError> {
+        let removes = self
+            .logins
+            .iter()
+            .any(|login| !directory.users.contains_key(login));
+        let text = file::render(&directory.to_repr())?;
+        if removes || self.approved {
+            approval::write(&self.path, &text)?;
+        }
+        file::write_atomic(&self.path, text.as_bytes())
     }
 }
 

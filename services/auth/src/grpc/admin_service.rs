@@ -50,12 +50,12 @@ impl AdminServiceImpl {
         let task = tokio::task::spawn_blocking(move || {
             let _guard = guard;
             let path = authenticator.path();
-            let mut directory = Directory::load(path).map_err(load_status)?;
+            let (mut directory, edit) = Directory::load_for_edit(path).map_err(load_status)?;
             let value = change(&mut directory).map_err(edit_status)?;
-            directory.save(path).map_err(edit_status)?;
+            edit.save(&directory).map_err(edit_status)?;
             // The file is written: the change is made. A failed reload only delays it until
             // the reloader's next poll, so it is logged rather than reported as a failure.
-            if let Err(error) = authenticator.reload_if_changed() {
+            if let Err(error) = authenticator.reload_after_edit() {
                 tracing::warn!(%error, "user directory saved but not reloaded");
             }
             Ok(value)
@@ -121,9 +121,11 @@ fn edit_status(error: DirectoryError) -> Status {
         E::UnknownDomain { .. } => {
             Status::failed_precondition(format!("{message}: add the domain to a tenant first"))
         }
-        E::Syntax { .. } | E::Vanished { .. } | E::InvalidJwt { .. } => {
-            Status::failed_precondition(message)
-        }
+        E::Syntax { .. }
+        | E::Vanished { .. }
+        | E::InvalidJwt { .. }
+        | E::NotRegularFile { .. }
+        | E::TooManyRemovals { .. } => Status::failed_precondition(message),
         E::Read { .. } => internal(&error, "cannot read the user directory"),
         E::ReadJwks { .. } => internal(&error, "cannot read a tenant's JWKS file"),
         E::Write { .. } | E::Render(_) => internal(&error, "cannot write the user directory"),

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cloudpop_auth::PasswordCheckSettings;
+use cloudpop_auth::{PasswordCheckSettings, RemovalLimit};
 use serde::{Deserialize, Serialize};
 
 pub use load::load_reporting;
@@ -303,9 +303,14 @@ impl Default for AdminSection {
 pub struct UsersSection {
     /// Default: `<data_dir>/users.toml`.
     pub file: Option<PathBuf>,
-    /// How often the file is checked for changes.
+    /// How often the file is checked for changes. A changed file is taken once two
+    /// consecutive checks find it the same.
     #[serde(with = "duration")]
     pub reload_interval: Duration,
+    /// The share of the users in use (0 to 1) that one reload may remove; a version of the
+    /// file that removes more is refused unless approved (`cloudpop admin user
+    /// approve-removals`). 1 turns the check off.
+    pub max_removed_fraction: f64,
     /// Create a demo user with a random password when the file has no users.
     pub create_demo_user: bool,
     /// Threads that run argon2id password checks; each keeps one hash's worth of memory
@@ -325,6 +330,7 @@ impl Default for UsersSection {
         Self {
             file: None,
             reload_interval: Duration::from_secs(1),
+            max_removed_fraction: RemovalLimit::DEFAULT_MAX_FRACTION,
             create_demo_user: true,
             password_check_threads: passwords.threads,
             password_cache_entries: passwords.cache_entries,
@@ -334,6 +340,12 @@ impl Default for UsersSection {
 }
 
 impl UsersSection {
+    /// How many users one reload of the users file may remove. Validated by
+    /// [`Config::validate`]; an invalid share falls back to the default.
+    pub fn removal_limit(&self) -> RemovalLimit {
+        RemovalLimit::new(self.max_removed_fraction).unwrap_or_default()
+    }
+
     /// How the users file's passwords are checked.
     pub fn password_checks(&self) -> PasswordCheckSettings {
         PasswordCheckSettings {
@@ -857,6 +869,10 @@ impl Config {
             (
                 (1..=256).contains(&self.users.password_check_threads),
                 "users.password_check_threads must be between 1 and 256",
+            ),
+            (
+                RemovalLimit::new(self.users.max_removed_fraction).is_ok(),
+                "users.max_removed_fraction must be between 0 and 1",
             ),
             (
                 self.auth.max_attempts >= 1,

@@ -74,6 +74,16 @@ fn replace_file(path: &Path, text: &str) {
     std::fs::rename(&temp, path).unwrap();
 }
 
+/// Two polls: the first sees a new version, the second takes (or refuses) it once it has
+/// settled.
+fn reload(auth: &DirectoryAuthenticator) -> Result<bool, DirectoryError> {
+    assert!(
+        matches!(auth.reload_if_changed(), Ok(false)),
+        "taken before it settled"
+    );
+    auth.reload_if_changed()
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     path: PathBuf,
@@ -400,12 +410,12 @@ async fn a_bad_or_vanished_file_keeps_the_old_directory() {
     let f = fixture();
     replace_file(&f.path, "[[users]]\nlogin = \"x@unknown.example\"\n");
     assert!(matches!(
-        f.auth.reload_if_changed(),
+        reload(&f.auth),
         Err(DirectoryError::Syntax { .. })
     ));
     std::fs::remove_file(&f.path).unwrap();
     assert!(matches!(
-        f.auth.reload_if_changed(),
+        reload(&f.auth),
         Err(DirectoryError::Vanished { .. })
     ));
     assert!(
@@ -428,11 +438,20 @@ fn reloads_are_counted_by_outcome() {
     f.auth.count_reloads(metrics.clone());
     assert!(matches!(f.auth.reload_if_changed(), Ok(false)));
     replace_file(&f.path, "[[users]]\nlogin = \"x@unknown.example\"\n");
-    assert!(f.auth.reload_if_changed().is_err());
-    replace_file(&f.path, &directory_text(&WONDERLAND, ""));
-    assert!(matches!(f.auth.reload_if_changed(), Ok(true)));
+    assert!(reload(&f.auth).is_err());
+    assert_eq!(metrics.refused.get(), 1);
+    replace_file(&f.path, &directory_text(&WONDERLAND, "\n"));
+    assert!(matches!(reload(&f.auth), Ok(true)));
+    assert_eq!(metrics.refused.get(), 0);
+    replace_file(&f.path, "");
+    assert!(matches!(
+        reload(&f.auth),
+        Err(DirectoryError::TooManyRemovals { .. })
+    ));
     assert_eq!(metrics.success.get(), 1);
     assert_eq!(metrics.failure.get(), 1);
+    assert_eq!(metrics.removal_refused.get(), 1);
+    assert_eq!(metrics.refused.get(), 1);
 }
 
 #[tokio::test]
@@ -451,10 +470,217 @@ async fn a_changed_password_takes_effect_at_reload_despite_the_cache() {
 
     let changed = PasswordDigest::hash(b"looking-glass").unwrap();
     replace_file(&f.path, &directory_text(changed.as_phc(), ""));
-    assert!(matches!(f.auth.reload_if_changed(), Ok(true)));
+    assert!(matches!(reload(&f.auth), Ok(true)));
     assert!(matches!(
         login("wonderland").await,
         Err(AuthFailure::BadCredentials)
     ));
     assert!(login("looking-glass").await.is_ok());
+}
+
+/// The fixture's text without the users named.
+fn without(logins: &[&str]) -> String {
+    let text = directory_text(&WONDERLAND, "");
+    let mut kept = Vec::new();
+    for entry in text.split("\n[[users]]\n") {
+        if !logins
+            .iter()
+            .any(|l| entry.contains(&format!("login = \"{l}\"")))
+        {
+            kept.push(entry);
+        }
+    }
+    kept.join("\n[[users]]\n")
+}
+
+async fn is_user(auth: &DirectoryAuthenticator, address: &str) -> Result<bool, LookupError> {
+    auth.lookup_recipient(address).await.map(|p| p.is_some())
+}
+
+#[tokio::test]
+async fn an_emptied_file_is_refused_and_unknown_recipients_are_in_doubt() {
+    let f = fixture();
+    assert_eq!(is_user(&f.auth, "nobody@acme.example").await, Ok(false));
+    for emptied in ["", "# users are being edited\n"] {
+        replace_file(&f.path, emptied);
+        // Seen once: not taken yet, and unknown recipients are not refused for good.
+        assert!(matches!(f.auth.reload_if_changed(), Ok(false)));
+        assert_eq!(
+            is_user(&f.auth, "nobody@acme.example").await,
+            Err(LookupError::DirectoryInDoubt)
+        );
+        let error = f.auth.reload_if_changed().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                DirectoryError::TooManyRemovals {
+                    removed: 4,
+                    in_use: 4,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            matches!(f.auth.reload_if_changed(), Ok(false)),
+            "reported twice"
+        );
+        assert_eq!(is_user(&f.auth, "alice@acme.example").await, Ok(true));
+        assert_eq!(
+            is_user(&f.auth, "nobody@acme.example").await,
+            Err(LookupError::DirectoryInDoubt)
+        );
+        let alice = f
+            .auth
+            .authenticate(request("alice@acme.example", password("wonderland")))
+            .await;
+        assert!(alice.is_ok(), "{alice:?}");
+    }
+    // The version in use is back: unknown recipients are unknown again.
+    replace_file(&f.path, &directory_text(&WONDERLAND, ""));
+    assert!(matches!(f.auth.reload_if_changed(), Ok(false)));
+    assert_eq!(is_user(&f.auth, "nobody@acme.example").await, Ok(false));
+}
+
+#[tokio::test]
+async fn removals_within_the_limit_are_taken() {
+    let f = fixture();
+    replace_file(
+        &f.path,
+        &without(&["alice@acme.example", "tim@open.example"]),
+    );
+    assert!(matches!(reload(&f.auth), Ok(true)), "half of the users");
+    assert_eq!(is_user(&f.auth, "alice@acme.example").await, Ok(false));
+    replace_file(
+        &f.path,
+        &without(&[
+            "alice@acme.example",
+            "tim@open.example",
+            "dave@strict.example",
+        ]),
+    );
+    assert!(matches!(reload(&f.auth), Ok(true)), "one of two");
+    replace_file(
+        &f.path,
+        &without(&[
+            "alice@acme.example",
+            "tim@open.example",
+            "dave@strict.example",
+            "mallory@acme.example",
+        ]),
+    );
+    assert!(
+        matches!(reload(&f.auth), Err(DirectoryError::TooManyRemovals { .. })),
+        "the last one"
+    );
+}
+
+#[tokio::test]
+async fn the_limit_is_configurable() {
+    let f = fixture();
+    f.auth.limit_removals(RemovalLimit::new(0.0).unwrap());
+    replace_file(&f.path, &without(&["alice@acme.example"]));
+    assert!(matches!(
+        reload(&f.auth),
+        Err(DirectoryError::TooManyRemovals { .. })
+    ));
+    let f = fixture();
+    f.auth.limit_removals(RemovalLimit::new(1.0).unwrap());
+    replace_file(&f.path, "");
+    assert!(matches!(reload(&f.auth), Ok(true)));
+    assert_eq!(
+        is_user(&f.auth, "alice@acme.example").await,
+        Err(LookupError::DirectoryInDoubt)
+    );
+}
+
+#[tokio::test]
+async fn an_approved_version_is_taken_once() {
+    let f = fixture();
+    replace_file(&f.path, "# nobody\n");
+    assert!(reload(&f.auth).is_err());
+    let approved = Directory::approve_removals(&f.path).unwrap();
+    assert!(approved.users().is_empty());
+    assert!(matches!(reload(&f.auth), Ok(true)));
+    assert!(f.auth.directory().users().is_empty());
+    // With no users at all, unknown recipients are still not refused for good.
+    assert_eq!(
+        is_user(&f.auth, "alice@acme.example").await,
+        Err(LookupError::DirectoryInDoubt)
+    );
+
+    // The approval named that version only.
+    replace_file(&f.path, &directory_text(&WONDERLAND, ""));
+    assert!(matches!(reload(&f.auth), Ok(true)));
+    replace_file(&f.path, "# nobody again\n");
+    assert!(reload(&f.auth).is_err());
+}
+
+#[tokio::test]
+async fn edits_that_remove_users_are_approved() {
+    let f = fixture();
+    for login in [
+        "alice@acme.example",
+        "tim@open.example",
+        "dave@strict.example",
+        "mallory@acme.example",
+    ] {
+        let (mut directory, edit) = Directory::load_for_edit(&f.path).unwrap();
+        directory
+            .remove_user(&Login::parse(login).unwrap())
+            .unwrap();
+        edit.save(&directory).unwrap();
+    }
+    // Four removals at once, all made by edits.
+    assert!(matches!(reload(&f.auth), Ok(true)));
+    assert!(f.auth.directory().users().is_empty());
+
+    // An edit that removes nothing approves nothing, even of a file someone else emptied.
+    let f = fixture();
+    replace_file(&f.path, "");
+    let (mut directory, edit) = Directory::load_for_edit(&f.path).unwrap();
+    let tenant = TenantId::new("other").unwrap();
+    directory.add_tenant(tenant, ["other.example"]).unwrap();
+    edit.save(&directory).unwrap();
+    assert!(matches!(
+        reload(&f.auth),
+        Err(DirectoryError::TooManyRemovals { .. })
+    ));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_is_refused_and_a_later_file_taken() {
+    let f = fixture();
+    std::fs::remove_file(&f.path).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&f.path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Would block forever if the FIFO were opened for a blocking read.
+    let error = reload(&f.auth).unwrap_err();
+    assert!(
+        matches!(error, DirectoryError::NotRegularFile { kind: "FIFO", .. }),
+        "{error}"
+    );
+    assert_eq!(is_user(&f.auth, "alice@acme.example").await, Ok(true));
+    std::fs::remove_file(&f.path).unwrap();
+    replace_file(&f.path, &directory_text(&WONDERLAND, "\n"));
+    assert!(matches!(reload(&f.auth), Ok(true)));
+}
+
+#[tokio::test]
+async fn an_empty_file_at_start_leaves_recipients_in_doubt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.toml");
+    std::fs::write(&path, "").unwrap();
+    let auth = DirectoryAuthenticator::open(&path).unwrap();
+    assert_eq!(
+        is_user(&auth, "alice@acme.example").await,
+        Err(LookupError::DirectoryInDoubt)
+    );
+    replace_file(&path, &directory_text(&WONDERLAND, ""));
+    assert!(matches!(reload(&auth), Ok(true)));
+    assert_eq!(is_user(&auth, "nobody@acme.example").await, Ok(false));
 }

@@ -527,7 +527,7 @@ async fn jwks_files_are_reloaded_and_a_broken_one_keeps_the_old_keys() {
         &f.path("acme-jwks.json"),
         &jwks(&[rotated.jwk("ec-2"), RSA.jwk("rsa-1")]),
     );
-    assert!(f.auth.reload_if_changed().unwrap());
+    assert!(reload(&f.auth).unwrap());
     let new = sign(&rotated, Some("ec-2"), &claims("alice@acme.example"));
     assert_eq!(f.bearer("", &new, true).await.unwrap(), "acme/u-alice");
     assert_eq!(
@@ -537,7 +537,7 @@ async fn jwks_files_are_reloaded_and_a_broken_one_keeps_the_old_keys() {
 
     // A JWKS file that cannot be read, or does not parse: warn, keep what works.
     std::fs::remove_file(f.path("acme-jwks.json")).unwrap();
-    let error = f.auth.reload_if_changed().unwrap_err();
+    let error = reload(&f.auth).unwrap_err();
     assert!(matches!(error, DirectoryError::ReadJwks { .. }), "{error}");
     assert!(
         matches!(f.auth.reload_if_changed(), Ok(false)),
@@ -545,12 +545,22 @@ async fn jwks_files_are_reloaded_and_a_broken_one_keeps_the_old_keys() {
     );
     assert!(f.bearer("", &new, true).await.is_ok());
     replace_file(&f.path("acme-jwks.json"), "{\"keys\": [");
-    let error = f.auth.reload_if_changed().unwrap_err();
+    let error = reload(&f.auth).unwrap_err();
     assert!(
         matches!(error, DirectoryError::InvalidJwt { .. }),
         "{error}"
     );
     assert!(f.bearer("", &new, true).await.is_ok());
+}
+
+/// Two polls: the first sees a new version, the second takes (or refuses) it once it has
+/// settled.
+fn reload(auth: &DirectoryAuthenticator) -> Result<bool, DirectoryError> {
+    assert!(
+        matches!(auth.reload_if_changed(), Ok(false)),
+        "taken before it settled"
+    );
+    auth.reload_if_changed()
 }
 
 /// A directory file with one tenant whose `[tenants.jwt]` table is `jwt`.
