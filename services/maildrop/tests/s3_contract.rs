@@ -333,3 +333,52 @@ async fn a_server_that_never_answers_times_out_as_unavailable() {
     eprintln!("a silent server gave {message:?} after {took:?}");
     silent.abort();
 }
+
+/// A PUT sent while the server is frozen times out, and the server stores it anyway once
+/// it resumes. The store deletes that object in the background, so that the sender's
+/// retry (a new put, acknowledged) leaves exactly one message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_that_timed_out_on_a_frozen_server_leaves_no_message_once_it_resumes() {
+    let server = S3sFs::start();
+    let store = S3Store::new(S3Config {
+        operation_timeout: Duration::from_secs(1),
+        max_attempts: 2,
+        ..server.config()
+    });
+    let drop = key("frozen", "alice");
+    store.check().await.expect("S3 answers before the freeze");
+    let body = Bytes::from_static(b"Subject: once\r\n\r\ndelivered once\r\n");
+
+    server.freeze();
+    let failed = store.put(&drop, body.clone()).await;
+    server.thaw();
+    assert_unavailable(failed, "put while frozen");
+    // The sender was told "try again later" and does.
+    let kept = store.put(&drop, body).await.expect("put after the resume");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.orphan_cleanups().pending() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "cleanup still pending: {:?}",
+            store.orphan_cleanups()
+        );
+        // A poll interval, not a guess at how long the cleanup takes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counts = store.orphan_cleanups();
+    eprintln!("cleanup after the frozen put: {counts:?}");
+    assert_eq!(counts.scheduled, 1, "{counts:?}");
+    assert_eq!(
+        counts.removed, 1,
+        "the late PUT landed after the resume and was removed: {counts:?}"
+    );
+    let listed: Vec<UniqueId> = store
+        .list(&drop)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.uid)
+        .collect();
+    assert_eq!(listed, [kept], "only the acknowledged message is left");
+}

@@ -65,6 +65,26 @@ impl S3sFs {
         }
     }
 
+    /// Freezes the server (SIGSTOP), as a stalled node would be: the kernel still accepts
+    /// connections and buffers requests, but nothing is answered until [`S3sFs::thaw`].
+    pub(crate) fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT); it then serves what was buffered.
+    pub(crate) fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("s3s-fs runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     /// Starts the server again on the same port with the same data.
     pub(crate) fn restart(&mut self) {
         self.kill();
