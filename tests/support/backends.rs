@@ -61,6 +61,26 @@ impl Process {
         }
     }
 
+    /// Freezes the server (SIGSTOP), as a stalled host would be: the kernel still accepts
+    /// connections and buffers requests, but nothing is answered until [`Process::thaw`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT); it then serves what was buffered.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     /// Starts it again on the same port with the same data.
     pub fn start(&mut self) {
         self.stop();

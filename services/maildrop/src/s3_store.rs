@@ -204,7 +204,11 @@ impl S3Store {
 
     /// Puts under a fresh uid, guarded: unless S3 acknowledged the object, its key is
     /// deleted in the background.
-    async fn put_guarded(&self, drop: &MaildropKey, message: Bytes) -> Result<UniqueId, StoreError> {
+    async fn put_guarded(
+        &self,
+        drop: &MaildropKey,
+        message: Bytes,
+    ) -> Result<UniqueId, StoreError> {
         let uid = self.inner.uids.next();
         let orphan = OrphanObject {
             drop: drop.clone(),
@@ -235,7 +239,10 @@ impl Undo for Inner {
     /// Looks whether the object is there (for the count), then deletes it either way: a
     /// PUT landing between the two is still removed.
     async fn undo(&self, orphan: &OrphanObject) -> Result<bool, String> {
-        let existed = self.exists(&orphan.drop, &orphan.uid).await.map_err(|e| e.to_string())?;
+        let existed = self
+            .exists(&orphan.drop, &orphan.uid)
+            .await
+            .map_err(|e| e.to_string())?;
         let failed = self
             .delete_batch(&orphan.drop, std::slice::from_ref(&orphan.uid))
             .await

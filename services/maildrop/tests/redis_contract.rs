@@ -347,7 +347,10 @@ async fn an_acquire_that_timed_out_leaves_no_lease_once_redis_resumes() {
     let started = Instant::now();
     let failed = lock.acquire(&key, LONG_TTL).await;
     signal(&pid, "-CONT");
-    assert!(is_unavailable(&failed), "acquire on a frozen Redis: {failed:?}");
+    assert!(
+        is_unavailable(&failed),
+        "acquire on a frozen Redis: {failed:?}"
+    );
 
     // Another pod, as the user's next login would reach.
     let other = RedisLock::connect(single_node(server.url(), Duration::from_secs(2)))
@@ -366,7 +369,10 @@ async fn an_acquire_that_timed_out_leaves_no_lease_once_redis_resumes() {
         // A poll interval, not a guess at how long the release takes.
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    eprintln!("maildrop free again {:?} after the failed acquire", started.elapsed());
+    eprintln!(
+        "maildrop free again {:?} after the failed acquire",
+        started.elapsed()
+    );
     // The late lease is gone for good: the background release never touches the new one.
     assert!(other.check(&lease).await.unwrap());
     assert!(other.release(&lease).await.unwrap());
