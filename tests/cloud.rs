@@ -206,7 +206,7 @@ fn redis_down_is_sys_temp_and_recovers_without_restart() {
 fn a_lock_request_lost_in_a_frozen_redis_leaves_no_orphan_lock() {
     // A lease long enough that an orphan would outlast the test by far.
     let lease = "60s";
-    let mut cloud = Cloud::start_with(|pop3| pop3.option("POP3__LOCK_TTL", lease));
+    let cloud = Cloud::start_with(|pop3| pop3.option("POP3__LOCK_TTL", lease));
     cloud.tenant("acme", "acme.example");
     cloud.user("gina@acme.example", "gina pass");
     // The pod is connected to Redis when it freezes, so the lock request waits in Redis's
