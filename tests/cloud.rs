@@ -246,9 +246,11 @@ fn message_cleanups(server: &Server) -> std::collections::HashMap<String, u64> {
         .collect()
 }
 
+/// The S3 server is `moto_server`, which stores a PUT it buffered while frozen even though
+/// the client hung up (`s3s-fs` drops such a request, so there the duplicate seldom shows).
 #[test]
 fn a_delivery_answered_451_while_s3_was_frozen_is_stored_once_after_the_retry() {
-    let cloud = Cloud::start();
+    let cloud = Cloud::start_on(support::backends::moto(), |pop3| pop3);
     cloud.tenant("acme", "acme.example");
     cloud.user("hank@acme.example", "hank pass");
     // Also connects the LMTP pod to S3, so the next PUT waits in the server's buffers.

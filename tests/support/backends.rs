@@ -133,6 +133,39 @@ pub fn redis() -> Process {
     process
 }
 
+/// A `moto_server` S3 server (in memory, signatures not checked) with an empty bucket
+/// [`BUCKET`]. Unlike `s3s-fs`, it finishes a request whose client hung up, so a PUT it
+/// buffered while frozen is stored when it resumes.
+pub fn moto() -> Process {
+    let port = free_port();
+    let mut process = Process {
+        name: "moto_server",
+        program: "moto_server".into(),
+        args: vec![
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ],
+        port,
+        child: None,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    process.start();
+    let created = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            &format!("http://127.0.0.1:{port}/{BUCKET}"),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run curl");
+    assert!(created.success(), "CreateBucket on moto: {created}");
+    process
+}
+
 /// An `s3s-fs` S3 server (SigV4 checked) with an empty bucket [`BUCKET`].
 pub fn s3() -> Process {
     let program = std::env::var_os("S3S_FS_BIN")
