@@ -65,21 +65,6 @@ impl S3sFs {
         }
     }
 
-    /// Freezes the server (SIGSTOP), as a stalled node would be: the kernel still accepts
-    /// connections and buffers requests, but nothing is answered until [`S3sFs::thaw`].
-    pub(crate) fn freeze(&self) {
-        self.signal("-STOP");
-    }
-
-    /// Lets a frozen server run again (SIGCONT); it then serves what was buffered.
-    pub(crate) fn thaw(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, which: &str) {
-        signal(self.child.as_ref().expect("s3s-fs runs").id(), which);
-    }
-
     /// Starts the server again on the same port with the same data.
     pub(crate) fn restart(&mut self) {
         self.kill();
@@ -282,12 +267,13 @@ impl Moto {
         }
     }
 
-    /// Freezes the server (SIGSTOP); see [`S3sFs::freeze`].
+    /// Freezes the server (SIGSTOP), as a stalled node would be: the kernel still accepts
+    /// connections and buffers requests, but nothing is answered until [`Moto::thaw`].
     pub(crate) fn freeze(&self) {
         signal(self.child.id(), "-STOP");
     }
 
-    /// Lets a frozen server run again (SIGCONT).
+    /// Lets a frozen server run again (SIGCONT); it then serves what was buffered.
     pub(crate) fn thaw(&self) {
         signal(self.child.id(), "-CONT");
     }
