@@ -90,18 +90,38 @@ struct Counters {
     metric: OnceLock<IntCounterVec>,
 }
 
+/// What became of one guarded write; the `outcome` label of the metric.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Scheduled,
+    Removed,
+    Absent,
+    Abandoned,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Scheduled => "scheduled",
+            Outcome::Removed => "removed",
+            Outcome::Absent => "absent",
+            Outcome::Abandoned => "abandoned",
+        }
+    }
+}
+
 impl Counters {
-    fn count(&self, kind: &'static str, outcome: &'static str) {
+    fn count(&self, kind: &'static str, outcome: Outcome) {
         let counter = match outcome {
-            "scheduled" => &self.scheduled,
-            "removed" => &self.removed,
-            "absent" => &self.absent,
-            _ => &self.abandoned,
+            Outcome::Scheduled => &self.scheduled,
+            Outcome::Removed => &self.removed,
+            Outcome::Absent => &self.absent,
+            Outcome::Abandoned => &self.abandoned,
         };
         // Independent counters: Relaxed is enough, nothing is ordered by them.
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(metric) = self.metric.get() {
-            metric.with_label_values(&[kind, outcome]).inc();
+            metric.with_label_values(&[kind, outcome.label()]).inc();
         }
     }
 
@@ -226,7 +246,7 @@ impl<T: fmt::Display + Send + Sync + 'static> Drop for Guard<T> {
         };
         let now = Instant::now();
         tracing::debug!(kind = self.kind, target = %target, "outcome unknown: cleanup scheduled");
-        self.counters.count(self.kind, "scheduled");
+        self.counters.count(self.kind, Outcome::Scheduled);
         let pending = Pending {
             target,
             give_up_at: now + timing.window,
@@ -238,7 +258,7 @@ impl<T: fmt::Display + Send + Sync + 'static> Drop for Guard<T> {
         if let Err(mpsc::error::SendError(lost)) = self.queue.send(pending) {
             // Only when the runtime is shutting down; the orphan then expires or stays.
             tracing::warn!(kind = self.kind, target = %lost.target, "orphan cleanup not possible: shutting down");
-            self.counters.count(self.kind, "abandoned");
+            self.counters.count(self.kind, Outcome::Abandoned);
         }
     }
 }
@@ -348,12 +368,12 @@ impl<U: Undo> Worker<U> {
                 kind = self.kind, target = %done.target,
                 "removed an orphan left by a write whose outcome was unknown"
             );
-            "removed"
+            Outcome::Removed
         } else if done.answered_once {
             tracing::debug!(kind = self.kind, target = %done.target, "no orphan to remove");
-            "absent"
+            Outcome::Absent
         } else {
-            "abandoned"
+            Outcome::Abandoned
         };
         self.counters.count(self.kind, outcome);
     }
