@@ -45,6 +45,12 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
   cargo install s3s-fs --version 0.14.1 --features binary --locked --quiet
 fi
 
+# The second S3 server of the tests (it stores a buffered PUT whose client hung up), from PyPI.
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "tests/run.sh: installing moto[server]" >&2
+  python3 -m pip install --quiet 'moto[server]'
+fi
+
 # A one-shot build gains nothing from incremental state, which is large on disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 echo "tests/run.sh: $(df -h --output=avail . | tail -1 | tr -d ' ') free on disk before the build" >&2

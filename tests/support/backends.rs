@@ -61,6 +61,26 @@ impl Process {
         }
     }
 
+    /// Freezes the server (SIGSTOP), as a stalled host would be: the kernel still accepts
+    /// connections and buffers requests, but nothing is answered until [`Process::thaw`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT); it then serves what was buffered.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     /// Starts it again on the same port with the same data.
     pub fn start(&mut self) {
         self.stop();
@@ -110,6 +130,39 @@ pub fn redis() -> Process {
         _dir: dir,
     };
     process.start();
+    process
+}
+
+/// A `moto_server` S3 server (in memory, signatures not checked) with an empty bucket
+/// [`BUCKET`]. Unlike `s3s-fs`, it finishes a request whose client hung up, so a PUT it
+/// buffered while frozen is stored when it resumes.
+pub fn moto() -> Process {
+    let port = free_port();
+    let mut process = Process {
+        name: "moto_server",
+        program: "moto_server".into(),
+        args: vec![
+            "-H".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ],
+        port,
+        child: None,
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    process.start();
+    let created = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            &format!("http://127.0.0.1:{port}/{BUCKET}"),
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run curl");
+    assert!(created.success(), "CreateBucket on moto: {created}");
     process
 }
 

@@ -67,11 +67,15 @@ impl Cloud {
 
     /// Starts the deployment, letting `pop3` adjust the options of both POP3 pods.
     pub fn start_with(pop3: impl Fn(ServerBuilder) -> ServerBuilder) -> Cloud {
+        Self::start_on(backends::s3(), pop3)
+    }
+
+    /// Starts the deployment on the S3 server `s3` (`backends::s3` or `backends::moto`).
+    pub fn start_on(s3: Process, pop3: impl Fn(ServerBuilder) -> ServerBuilder) -> Cloud {
         let secrets = tempfile::tempdir().expect("tempdir");
         let admin_token = secrets.path().join("admin-token");
         std::fs::write(&admin_token, "e2e-admin-token-7f3a9c\n").expect("admin token");
         let redis = backends::redis();
-        let s3 = backends::s3();
         let auth = Server::builder()
             .role("auth")
             .option("AUTH__ADMIN_TOKEN_FILE", &admin_token.display().to_string())

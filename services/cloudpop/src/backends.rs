@@ -123,7 +123,11 @@ pub async fn store(
             }
             instrumented_store(store, "fs", metrics)
         }
-        StoreBackend::S3 => instrumented_store(S3Store::new(s3_config(config)?), "s3", metrics),
+        StoreBackend::S3 => {
+            let store = S3Store::new(s3_config(config)?);
+            store.count_orphan_cleanups(metrics);
+            instrumented_store(store, "s3", metrics)
+        }
     })
 }
 
@@ -169,6 +173,7 @@ fn s3_config(config: &Config) -> anyhow::Result<S3Config> {
         connect_timeout: s3.connect_timeout,
         operation_timeout: s3.operation_timeout,
         max_attempts: s3.max_attempts,
+        cleanup_window: s3.cleanup_window,
     })
 }
 
@@ -196,6 +201,7 @@ pub async fn lock(
                 .await
                 .context("lock.redis")?,
             );
+            lock.count_orphan_cleanups(metrics);
             let probe = lock.clone();
             let check: ReadinessCheck = Arc::new(move || {
                 let probe = probe.clone();

@@ -29,12 +29,16 @@ fn latency_buckets() -> Vec<f64> {
 /// - `cloudpop_lock_acquisitions_total{outcome}`: `acquired`, `contended` (held by
 ///   another session: the lock contention), `error`
 /// - `cloudpop_lock_renewals_total{outcome}`: `renewed`, `lost`, `error`
+/// - `cloudpop_orphan_cleanups_total{kind, outcome}`: writes with an unknown outcome undone
+///   in the background; `kind` is `lock_lease` or `message`, `outcome` is `scheduled`,
+///   `removed` (the late write had landed), `absent` or `abandoned`
 #[derive(Debug, Clone)]
 pub struct StorageMetrics {
     store_duration: HistogramVec,
     lock_duration: HistogramVec,
     acquisitions: IntCounterVec,
     renewals: IntCounterVec,
+    orphan_cleanups: IntCounterVec,
 }
 
 impl StorageMetrics {
@@ -75,6 +79,21 @@ impl StorageMetrics {
             ),
             &["outcome"],
         )?;
+        let orphan_cleanups = IntCounterVec::new(
+            Opts::new(
+                "cloudpop_orphan_cleanups_total",
+                "Writes whose outcome was unknown (a lock acquire or a message put that timed \
+                 out), undone in the background, by kind (lock_lease, message) and outcome: \
+                 scheduled, removed (the late write had landed), absent (it never did), \
+                 abandoned (the backend did not answer in time).",
+            ),
+            &["kind", "outcome"],
+        )?;
+        for kind in ["lock_lease", "message"] {
+            for outcome in ["scheduled", "removed", "absent", "abandoned"] {
+                orphan_cleanups.with_label_values(&[kind, outcome]);
+            }
+        }
         for outcome in ["acquired", "contended", "error"] {
             acquisitions.with_label_values(&[outcome]);
         }
@@ -85,12 +104,19 @@ impl StorageMetrics {
         registry.register(Box::new(lock_duration.clone()))?;
         registry.register(Box::new(acquisitions.clone()))?;
         registry.register(Box::new(renewals.clone()))?;
+        registry.register(Box::new(orphan_cleanups.clone()))?;
         Ok(Self {
             store_duration,
             lock_duration,
             acquisitions,
             renewals,
+            orphan_cleanups,
         })
+    }
+
+    /// The orphan cleanup counter, for the backends that undo writes in the background.
+    pub(crate) fn orphan_cleanups(&self) -> IntCounterVec {
+        self.orphan_cleanups.clone()
     }
 }
 

@@ -11,6 +11,10 @@
 //! [`InstrumentedStore`] and [`InstrumentedLock`] wrap either seam to measure it (Prometheus
 //! histograms and counters in [`StorageMetrics`]) and trace it (one span per call).
 //!
+//! A write whose outcome is unknown (a lock `acquire` or a store `put` that timed out) is
+//! undone in the background by the Redis lock and the S3 store, so that a late write leaves
+//! no orphan behind (see `orphan_cleanup`).
+//!
 //! Keys are built only from the validated id types in [`ids`], never from client input.
 //! This crate does not know about POP3 or LMTP.
 
@@ -20,6 +24,7 @@ pub mod ids;
 mod in_process_lock;
 mod instrumented;
 mod lock;
+mod orphan_cleanup;
 mod redis_lock;
 mod s3_store;
 mod store;
@@ -30,6 +35,7 @@ pub use ids::{IdError, MailboxId, MaildropKey, TenantId, UniqueId};
 pub use in_process_lock::InProcessLock;
 pub use instrumented::{InstrumentedLock, InstrumentedStore, StorageMetrics};
 pub use lock::{Lease, LockError, MaildropLock};
+pub use orphan_cleanup::OrphanCleanupCounts;
 pub use redis_lock::{RedisLock, RedisLockConfig};
 pub use s3_store::{S3Config, S3RequestCounts, S3Store};
 pub use store::{DeleteOutcome, MessageEntry, MessageReader, MessageStore, StoreError};

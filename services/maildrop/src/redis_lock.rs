@@ -16,10 +16,15 @@
 //! [`LockError::Unavailable`] and drops the connection, and the next call dials a new one
 //! (see `connection` for why that call is not retried at once).
 //!
+//! An `acquire` whose outcome is unknown is not retried either; its lease is released in
+//! the background instead (see [`RedisLock`]), so that a `SET` Redis applies late leaves no
+//! maildrop `[IN-USE]` for a whole lease.
+//!
 //! This module does not decide what a lost lease means for a session; the caller does.
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +36,9 @@ pub use cloudpop_redis::RedisConfig as RedisLockConfig;
 use cloudpop_redis::{Connection, Reconnecting};
 
 use crate::ids::MaildropKey;
+use crate::instrumented::StorageMetrics;
 use crate::lock::{Lease, LockError, MaildropLock, new_token};
+use crate::orphan_cleanup::{OrphanCleanup, OrphanCleanupCounts, Timing, Undo};
 
 /// Longest ttl sent to Redis: a larger `PX` overflows Redis's clock and is refused, and a
 /// century is "practically forever" for a lease.
@@ -59,7 +66,22 @@ return 0
 /// connection. A lease survives a Redis restart only if Redis persists its data; a restart
 /// without persistence makes every lease read as lost (`renew`/`check` return `false`),
 /// which ends those sessions without UPDATE — safe, never a second holder.
+///
+/// An `acquire` that fails after its `SET` may have been sent (a timeout, a broken
+/// connection, or the caller dropping the call) may still be applied by Redis later, for
+/// example when a frozen Redis resumes and reads the old connection's buffer. That lease
+/// would block the maildrop for its whole ttl with nobody holding it. Its token is known,
+/// so it is released in the background by compare-and-delete as soon as Redis answers,
+/// and once more a command timeout later (see `orphan_cleanup`); callers only see the
+/// error. The release can never remove a lease anybody holds: the token was never handed
+/// out.
 pub struct RedisLock {
+    shared: Arc<Shared>,
+    orphans: OrphanCleanup<Shared>,
+}
+
+/// What every call and the background release of orphan leases need.
+struct Shared {
     connection: Reconnecting,
     key_prefix: String,
     command_timeout: Duration,
@@ -67,13 +89,27 @@ pub struct RedisLock {
     release_script: Script,
 }
 
+/// A lease that an `acquire` with an unknown outcome may have left in Redis.
+pub(crate) struct OrphanLease {
+    redis_key: String,
+    token: String,
+}
+
+impl fmt::Display for OrphanLease {
+    // The token stays out of logs, like a held lease's.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redis_key)
+    }
+}
+
 impl fmt::Debug for RedisLock {
     // The scripts are left out: their source is long and says nothing about this instance.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisLock")
-            .field("connection", &self.connection)
-            .field("key_prefix", &self.key_prefix)
-            .field("command_timeout", &self.command_timeout)
+            .field("connection", &self.shared.connection)
+            .field("key_prefix", &self.shared.key_prefix)
+            .field("command_timeout", &self.shared.command_timeout)
+            .field("orphans", &self.orphans)
             .finish_non_exhaustive()
     }
 }
@@ -93,26 +129,49 @@ impl RedisLock {
             LockError::Unavailable(format!("invalid Redis lock config: bad Redis URL: {e}"))
         })?;
         debug!(config = ?config, "redis lock configured; connecting on first use");
-        Ok(Self {
+        let shared = Arc::new(Shared {
             connection,
             key_prefix: config.key_prefix,
             command_timeout: config.command_timeout,
             renew_script: Script::new(RENEW_LUA),
             release_script: Script::new(RELEASE_LUA),
+        });
+        Ok(Self {
+            orphans: OrphanCleanup::new(shared.clone(), "lock_lease"),
+            shared,
         })
     }
 
     /// Whether Redis answers (every primary, on a Cluster) within the command timeout; for
     /// readiness checks.
     pub async fn ping(&self) -> Result<(), LockError> {
-        self.run("ping", None, |mut conn| async move {
-            cmd("PING").query_async::<Value>(&mut conn).await
-        })
-        .await?;
+        self.shared
+            .run("ping", None, |mut conn| async move {
+                cmd("PING").query_async::<Value>(&mut conn).await
+            })
+            .await?;
         debug!(op = "ping", outcome = "ok", "redis lock");
         Ok(())
     }
 
+    /// Counts the background releases of orphan leases in `metrics`
+    /// (`cloudpop_orphan_cleanups_total{kind="lock_lease"}`).
+    pub fn count_orphan_cleanups(&self, metrics: &StorageMetrics) {
+        self.orphans.count_in(metrics.orphan_cleanups());
+    }
+
+    /// How many orphan leases were scheduled for release so far, and how that ended.
+    pub fn orphan_cleanups(&self) -> OrphanCleanupCounts {
+        self.orphans.counts()
+    }
+
+    #[cfg(test)]
+    fn redis_key(&self, key: &MaildropKey) -> String {
+        self.shared.redis_key(key)
+    }
+}
+
+impl Shared {
     /// The Redis key of `key`'s lease: `{prefix}:lock:{tenant/mailbox}`. The braces are the
     /// Cluster hash tag; ids are `[a-z0-9-]`, so they cannot contain a brace themselves.
     fn redis_key(&self, key: &MaildropKey) -> String {
@@ -144,8 +203,29 @@ impl RedisLock {
         })
     }
 
-    /// Runs a compare-and-change script on `lease`'s key; `true` if the token matched.
+    /// Runs a compare-and-change script on `redis_key`; `true` if `token` matched.
     async fn compare_and(
+        &self,
+        op: &'static str,
+        script: &Script,
+        (key, redis_key, token): (Option<&MaildropKey>, &str, &str),
+        extra_arg: Option<u64>,
+    ) -> Result<bool, LockError> {
+        let changed: i64 = self
+            .run(op, key, |mut conn| async move {
+                let mut invocation = script.key(redis_key);
+                invocation.arg(token);
+                if let Some(arg) = extra_arg {
+                    invocation.arg(arg);
+                }
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        Ok(changed == 1)
+    }
+
+    /// Runs a compare-and-change script on `lease`'s key; `true` if the token matched.
+    async fn compare_and_lease(
         &self,
         op: &'static str,
         script: &Script,
@@ -153,19 +233,22 @@ impl RedisLock {
         extra_arg: Option<u64>,
     ) -> Result<bool, LockError> {
         let redis_key = self.redis_key(&lease.key);
-        let changed: i64 = self
-            .run(op, Some(&lease.key), |mut conn| async move {
-                let mut invocation = script.key(&redis_key);
-                invocation.arg(&lease.token);
-                if let Some(arg) = extra_arg {
-                    invocation.arg(arg);
-                }
-                invocation.invoke_async(&mut conn).await
-            })
-            .await?;
-        let held = changed == 1;
+        let target = (Some(&lease.key), redis_key.as_str(), lease.token.as_str());
+        let held = self.compare_and(op, script, target, extra_arg).await?;
         debug!(op, maildrop = %lease.key, outcome = outcome(held), "redis lock");
         Ok(held)
+    }
+}
+
+impl Undo for Shared {
+    type Target = OrphanLease;
+
+    /// Compare-and-delete by the orphan's token: it removes that lease and nothing else.
+    async fn undo(&self, orphan: &OrphanLease) -> Result<bool, String> {
+        let target = (None, orphan.redis_key.as_str(), orphan.token.as_str());
+        self.compare_and("release", &self.release_script, target, None)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -173,8 +256,21 @@ impl RedisLock {
 impl MaildropLock for RedisLock {
     async fn acquire(&self, key: &MaildropKey, ttl: Duration) -> Result<Option<Lease>, LockError> {
         let token = new_token()?;
-        let redis_key = self.redis_key(key);
+        let redis_key = self.shared.redis_key(key);
+        let orphan = OrphanLease {
+            redis_key: redis_key.clone(),
+            token: token.clone(),
+        };
+        // Armed before the SET is sent: an error or a dropped call leaves the outcome
+        // unknown; only an answer from Redis settles it. A late SET lives at most `ttl`
+        // after it lands, so trying for `ttl` covers any outage shorter than a lease.
+        let timing = Timing {
+            window: ttl.max(self.shared.command_timeout),
+            settle: self.shared.command_timeout,
+        };
+        let guard = self.orphans.guard(orphan, timing);
         let reply: Value = self
+            .shared
             .run("acquire", Some(key), |mut conn| {
                 let mut set = cmd("SET");
                 set.arg(&redis_key)
@@ -187,6 +283,7 @@ impl MaildropLock for RedisLock {
             .await?;
         match reply {
             Value::Okay => {
+                guard.disarm();
                 debug!(op = "acquire", maildrop = %key, outcome = "acquired", "redis lock");
                 Ok(Some(Lease {
                     key: key.clone(),
@@ -195,9 +292,11 @@ impl MaildropLock for RedisLock {
                 }))
             }
             Value::Nil => {
+                guard.disarm();
                 debug!(op = "acquire", maildrop = %key, outcome = "held elsewhere", "redis lock");
                 Ok(None)
             }
+            // The guard stays armed: whatever this reply means, releasing our token is safe.
             other => Err(LockError::Unavailable(format!(
                 "redis acquire: unexpected reply to SET NX: {other:?}"
             ))),
@@ -205,14 +304,16 @@ impl MaildropLock for RedisLock {
     }
 
     async fn renew(&self, lease: &Lease) -> Result<bool, LockError> {
-        let script = &self.renew_script;
-        self.compare_and("renew", script, lease, Some(ttl_ms(lease.ttl)))
+        let script = &self.shared.renew_script;
+        self.shared
+            .compare_and_lease("renew", script, lease, Some(ttl_ms(lease.ttl)))
             .await
     }
 
     async fn check(&self, lease: &Lease) -> Result<bool, LockError> {
-        let redis_key = self.redis_key(&lease.key);
+        let redis_key = self.shared.redis_key(&lease.key);
         let current: Option<String> = self
+            .shared
             .run("check", Some(&lease.key), |mut conn| {
                 let mut get = cmd("GET");
                 get.arg(&redis_key);
@@ -225,8 +326,10 @@ impl MaildropLock for RedisLock {
     }
 
     async fn release(&self, lease: &Lease) -> Result<bool, LockError> {
-        let script = &self.release_script;
-        self.compare_and("release", script, lease, None).await
+        let script = &self.shared.release_script;
+        self.shared
+            .compare_and_lease("release", script, lease, None)
+            .await
     }
 }
 

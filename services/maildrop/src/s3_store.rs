@@ -8,6 +8,31 @@
 //! job), or keep an index beside S3: S3 is the only source of truth for what a maildrop
 //! holds. It relies on no conditional writes (many S3-compatible servers ignore or race
 //! them); a new object's key is unique because its uid carries 80 random bits.
+//!
+//! ## A put that fails may still land
+//!
+//! A `put` that fails with an unknown outcome may still write its object later:
+//!
+//! - A frozen server (a stopped process, a stalled node behind a load balancer) still
+//!   accepts connections in the kernel and buffers whole requests. The SDK's attempt times
+//!   out, it retries on a new connection (same key, same body), the operation times out,
+//!   and `put` fails. When the server resumes, it reads the buffered requests and stores
+//!   the object, once or once per attempt (same key, so still one object).
+//! - A proxy between us and S3 may hold the request and forward it after we gave up.
+//!
+//! LMTP then answers `451` for that recipient, the MTA delivers again, and without cleanup
+//! the maildrop would hold the message twice. So `put` guards the key before sending: on
+//! any failure (and when the caller drops the call) the key is deleted in the background,
+//! retried with backoff while S3 does not answer, for up to [`S3Config::cleanup_window`],
+//! and deleted once more an operation timeout after the first answered delete, because
+//! S3 may serve our DELETE before the late PUT it is meant to undo (see `orphan_cleanup`).
+//!
+//! Deleting that key can never lose mail: the uid is fresh for each `put` call (a retried
+//! delivery gets a new one), it was never returned, so no `250` named it and no other
+//! delivery wrote it. What remains possible: a POP3 client listing the maildrop between
+//! the late PUT landing and its deletion sees the orphan for that moment (if it downloads
+//! it, its user sees the message twice), and a server that stays unreachable for longer
+//! than the window keeps the duplicate.
 
 mod config;
 mod errors;
@@ -28,6 +53,8 @@ use bytes::Bytes;
 pub use config::S3Config;
 
 use crate::ids::{MaildropKey, UniqueId};
+use crate::instrumented::StorageMetrics;
+use crate::orphan_cleanup::{OrphanCleanup, OrphanCleanupCounts, Timing, Undo};
 use crate::store::{DeleteOutcome, MessageEntry, MessageReader, MessageStore, StoreError};
 use crate::uid_generator::UidGenerator;
 use errors::unavailable;
@@ -53,10 +80,16 @@ const DELETE_BATCH: usize = 1000;
 /// operation and the S3 error code or transport cause, never a credential. Retries,
 /// backoff and timeouts are the SDK's, configured from [`S3Config`].
 ///
-/// Cloning is cheap and clones share the connection pool and the request counts.
+/// A failed `put` deletes its key in the background (see the module docs), so a PUT that
+/// lands late leaves no message for the sender's retry to duplicate.
+///
+/// Cloning is cheap and clones share the connection pool, the request counts and the
+/// background cleanup.
 #[derive(Debug, Clone)]
 pub struct S3Store {
     inner: Arc<Inner>,
+    orphans: Arc<OrphanCleanup<Inner>>,
+    cleanup_timing: Timing,
 }
 
 struct Inner {
@@ -95,6 +128,8 @@ pub struct S3RequestCounts {
     pub delete_objects: u64,
     /// HeadBucket calls (one per `check`).
     pub head_bucket: u64,
+    /// HeadObject calls (one per cleanup attempt after a failed `put`).
+    pub head_object: u64,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +139,7 @@ struct RequestCounters {
     get_object: AtomicU64,
     delete_objects: AtomicU64,
     head_bucket: AtomicU64,
+    head_object: AtomicU64,
 }
 
 impl RequestCounters {
@@ -116,6 +152,7 @@ impl RequestCounters {
             get_object: load(&self.get_object),
             delete_objects: load(&self.delete_objects),
             head_bucket: load(&self.head_bucket),
+            head_object: load(&self.head_object),
         }
     }
 }
@@ -129,20 +166,92 @@ impl S3Store {
     /// first operation; use [`MessageStore::check`] to find out early whether the bucket is
     /// reachable with these credentials.
     pub fn new(config: S3Config) -> S3Store {
+        // A late PUT is one the server had already received; by one operation timeout
+        // after S3 answered our first DELETE it has been stored or dropped.
+        let cleanup_timing = Timing {
+            window: config.cleanup_window,
+            settle: config.operation_timeout,
+        };
+        let inner = Arc::new(Inner {
+            client: config.client(),
+            prefix: config.normalised_prefix(),
+            bucket: config.bucket,
+            uids: UidGenerator::new(),
+            requests: RequestCounters::default(),
+        });
         S3Store {
-            inner: Arc::new(Inner {
-                client: config.client(),
-                prefix: config.normalised_prefix(),
-                bucket: config.bucket,
-                uids: UidGenerator::new(),
-                requests: RequestCounters::default(),
-            }),
+            orphans: Arc::new(OrphanCleanup::new(inner.clone(), "message")),
+            inner,
+            cleanup_timing,
         }
     }
 
     /// The S3 API calls made so far by this store and its clones.
     pub fn request_counts(&self) -> S3RequestCounts {
         self.inner.requests.snapshot()
+    }
+
+    /// Counts the background deletions after failed puts in `metrics`
+    /// (`cloudpop_orphan_cleanups_total{kind="message"}`).
+    pub fn count_orphan_cleanups(&self, metrics: &StorageMetrics) {
+        self.orphans.count_in(metrics.orphan_cleanups());
+    }
+
+    /// How many failed puts were scheduled for cleanup so far, and how that ended.
+    pub fn orphan_cleanups(&self) -> OrphanCleanupCounts {
+        self.orphans.counts()
+    }
+
+    /// Puts under a fresh uid, guarded: unless S3 acknowledged the object, its key is
+    /// deleted in the background.
+    async fn put_guarded(
+        &self,
+        drop: &MaildropKey,
+        message: Bytes,
+    ) -> Result<UniqueId, StoreError> {
+        let uid = self.inner.uids.next();
+        let orphan = OrphanObject {
+            drop: drop.clone(),
+            uid: uid.clone(),
+        };
+        let guard = self.orphans.guard(orphan, self.cleanup_timing);
+        self.inner.put(drop, &uid, message).await?;
+        guard.disarm();
+        Ok(uid)
+    }
+}
+
+/// The object a failed `put` may still write.
+pub(crate) struct OrphanObject {
+    drop: MaildropKey,
+    uid: UniqueId,
+}
+
+impl fmt::Display for OrphanObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.drop, self.uid)
+    }
+}
+
+impl Undo for Inner {
+    type Target = OrphanObject;
+
+    /// Looks whether the object is there (for the count), then deletes it either way: a
+    /// PUT landing between the two is still removed.
+    async fn undo(&self, orphan: &OrphanObject) -> Result<bool, String> {
+        let existed = self
+            .exists(&orphan.drop, &orphan.uid)
+            .await
+            .map_err(|e| e.to_string())?;
+        let failed = self
+            .delete_batch(&orphan.drop, std::slice::from_ref(&orphan.uid))
+            .await
+            .map_err(|e| e.to_string())?;
+        if failed.is_empty() {
+            Ok(existed)
+        } else {
+            Err("S3 DeleteObjects: the key was not deleted".to_owned())
+        }
     }
 }
 
@@ -163,22 +272,43 @@ impl Inner {
         format!("{}{uid}", self.maildrop_prefix(drop))
     }
 
-    async fn put(&self, drop: &MaildropKey, message: Bytes) -> Result<UniqueId, StoreError> {
-        let uid = self.uids.next();
+    async fn put(
+        &self,
+        drop: &MaildropKey,
+        uid: &UniqueId,
+        message: Bytes,
+    ) -> Result<(), StoreError> {
         let content_length = i64::try_from(message.len())
             .map_err(|_| StoreError::Unavailable("message too large for S3".to_owned()))?;
         count(&self.requests.put_object);
         self.client
             .put_object()
             .bucket(&self.bucket)
-            .key(self.key(drop, &uid))
+            .key(self.key(drop, uid))
             .content_length(content_length)
             .content_type("message/rfc822")
             .body(ByteStream::from(message))
             .send()
             .await
             .map_err(|e| unavailable("PutObject", &e))?;
-        Ok(uid)
+        Ok(())
+    }
+
+    /// Whether the object exists (HeadObject).
+    async fn exists(&self, drop: &MaildropKey, uid: &UniqueId) -> Result<bool, StoreError> {
+        count(&self.requests.head_object);
+        let result = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.key(drop, uid))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(false),
+            Err(e) => Err(unavailable("HeadObject", &e)),
+        }
     }
 
     /// Lists the maildrop and says how many pages that took.
@@ -365,7 +495,7 @@ fn traced<T>(
 impl MessageStore for S3Store {
     async fn put(&self, drop: &MaildropKey, message: Bytes) -> Result<UniqueId, StoreError> {
         let started = Instant::now();
-        traced("put", 1, 1, started, self.inner.put(drop, message).await)
+        traced("put", 1, 1, started, self.put_guarded(drop, message).await)
     }
 
     async fn list(&self, drop: &MaildropKey) -> Result<Vec<MessageEntry>, StoreError> {

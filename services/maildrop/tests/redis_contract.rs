@@ -306,6 +306,78 @@ async fn two_pods_racing_for_one_maildrop_get_one_lease() {
     );
 }
 
+/// The process id of the `redis-server` behind `server`, as it reports it.
+fn redis_pid(server: &RedisServer) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut server.connection())
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .expect("INFO server names the process id")
+        .trim()
+        .to_owned()
+}
+
+/// Sends `signal` (`-STOP` freezes, `-CONT` resumes) to process `pid`.
+fn signal(pid: &str, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}: {status}");
+}
+
+/// An acquire sent to a frozen Redis times out, and Redis applies its `SET` once it
+/// resumes. Nobody holds that lease; it is released in the background, so another pod
+/// gets the maildrop long before the lease would have expired.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acquire_that_timed_out_leaves_no_lease_once_redis_resumes() {
+    let server = RedisServer::start_single();
+    let timeout = Duration::from_millis(300);
+    let lock = RedisLock::connect(single_node(server.url(), timeout))
+        .await
+        .unwrap();
+    // Connected before the freeze, so the SET waits in Redis's socket buffer.
+    lock.ping().await.unwrap();
+    let key = maildrop("frozen", "box");
+    let pid = redis_pid(&server);
+
+    signal(&pid, "-STOP");
+    let started = Instant::now();
+    let failed = lock.acquire(&key, LONG_TTL).await;
+    signal(&pid, "-CONT");
+    assert!(
+        is_unavailable(&failed),
+        "acquire on a frozen Redis: {failed:?}"
+    );
+
+    // Another pod, as the user's next login would reach.
+    let other = RedisLock::connect(single_node(server.url(), Duration::from_secs(2)))
+        .await
+        .unwrap();
+    let within = Duration::from_secs(15);
+    let lease = loop {
+        if let Some(lease) = other.acquire(&key, LONG_TTL).await.unwrap() {
+            break lease;
+        }
+        assert!(
+            started.elapsed() < within,
+            "the maildrop is still locked {:?} after the failed acquire (lease ttl {LONG_TTL:?})",
+            started.elapsed()
+        );
+        // A poll interval, not a guess at how long the release takes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "maildrop free again {:?} after the failed acquire",
+        started.elapsed()
+    );
+    // The late lease is gone for good: the background release never touches the new one.
+    assert!(other.check(&lease).await.unwrap());
+    assert!(other.release(&lease).await.unwrap());
+}
+
 #[tokio::test]
 async fn configs_that_cannot_work_are_refused_at_connect() {
     let bad = [

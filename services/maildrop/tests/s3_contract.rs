@@ -19,7 +19,7 @@ use cloudpop_maildrop::{
     MailboxId, MaildropKey, MessageEntry, MessageStore, S3Config, S3Store, StoreError, TenantId,
     UniqueId, contract,
 };
-use s3_support::{S3sFs, SECRET_KEY};
+use s3_support::{Moto, S3sFs, SECRET_KEY};
 use tokio::io::AsyncReadExt;
 
 fn key(tenant: &str, mailbox: &str) -> MaildropKey {
@@ -332,4 +332,54 @@ async fn a_server_that_never_answers_times_out_as_unavailable() {
     assert!(message.contains("timed out"), "{message}");
     eprintln!("a silent server gave {message:?} after {took:?}");
     silent.abort();
+}
+
+/// A PUT sent while the server is frozen times out, and the server stores it anyway once
+/// it resumes. The store deletes that object in the background, so that the sender's
+/// retry (a new put, acknowledged) leaves exactly one message.
+///
+/// The server is `moto_server`: it finishes a buffered request whose client has hung up,
+/// as a node behind a proxy does. `s3s-fs` (hyper) drops such a request when it sees the
+/// hang-up, so there the late PUT seldom lands at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_that_timed_out_on_a_frozen_server_leaves_no_message_once_it_resumes() {
+    let server = Moto::start();
+    let store = S3Store::new(S3Config {
+        operation_timeout: Duration::from_secs(1),
+        max_attempts: 2,
+        ..server.config()
+    });
+    let drop = key("frozen", "alice");
+    store.check().await.expect("S3 answers before the freeze");
+    let body = Bytes::from_static(b"Subject: once\r\n\r\ndelivered once\r\n");
+
+    server.freeze();
+    let failed = store.put(&drop, body.clone()).await;
+    server.thaw();
+    assert_unavailable(failed, "put while frozen");
+    // The sender was told "try again later" and does.
+    let kept = store.put(&drop, body).await.expect("put after the resume");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.orphan_cleanups().pending() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "cleanup still pending: {:?}",
+            store.orphan_cleanups()
+        );
+        // A poll interval, not a guess at how long the cleanup takes.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counts = store.orphan_cleanups();
+    // `removed: 1` when the late PUT landed (most runs), `absent: 1` when it did not.
+    eprintln!("cleanup after the frozen put: {counts:?}");
+    assert_eq!((counts.scheduled, counts.abandoned), (1, 0), "{counts:?}");
+    let listed: Vec<UniqueId> = store
+        .list(&drop)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.uid)
+        .collect();
+    assert_eq!(listed, [kept], "only the acknowledged message is left");
 }

@@ -259,6 +259,17 @@ mod tests {
     }
 
     #[test]
+    fn the_s3_cleanup_window_is_read_and_checked() {
+        let name = "CLOUDPOP_STORE__S3__CLEANUP_WINDOW";
+        let config = load(Some(Path::new("/dev/null")), env(&[(name, "90s")])).unwrap();
+        assert_eq!(config.store.s3.cleanup_window.as_secs(), 90);
+        let error = load(Some(Path::new("/dev/null")), env(&[(name, "0s")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("store.s3.cleanup_window"), "{error}");
+    }
+
+    #[test]
     fn kubernetes_service_link_variables_are_not_options() {
         let c = load(
             Some(Path::new("/dev/null")),

@@ -458,6 +458,9 @@ pub struct S3Section {
     pub operation_timeout: Duration,
     /// Attempts per operation (retries with exponential backoff and jitter).
     pub max_attempts: u32,
+    /// How long the store keeps trying to delete what a failed PUT may still write.
+    #[serde(with = "duration")]
+    pub cleanup_window: Duration,
 }
 
 impl std::fmt::Debug for S3Section {
@@ -488,6 +491,7 @@ impl Default for S3Section {
             connect_timeout: Duration::from_secs(2),
             operation_timeout: Duration::from_secs(10),
             max_attempts: 3,
+            cleanup_window: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -889,6 +893,10 @@ impl Config {
             (
                 self.store.s3.max_attempts >= 1,
                 "store.s3.max_attempts must be at least 1",
+            ),
+            (
+                self.store.s3.cleanup_window >= Duration::from_secs(1),
+                "store.s3.cleanup_window must be at least 1s",
             ),
             (
                 self.lock.backend != LockBackend::Redis || !self.lock.redis.urls.is_empty(),

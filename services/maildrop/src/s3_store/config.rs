@@ -42,10 +42,15 @@ pub struct S3Config {
     /// standard mode: exponential backoff with jitter, for transient errors only. 0 counts
     /// as 1.
     pub max_attempts: u32,
+    /// How long after a failed `put` the store keeps trying to delete the object that
+    /// request may still write (the server answers again only after this window at worst
+    /// leaves a duplicate behind). See `orphan_cleanup`.
+    pub cleanup_window: Duration,
 }
 
 impl Default for S3Config {
-    /// Path-style `us-east-1` with no prefix, 2 s to connect, 10 s per operation, 3 attempts.
+    /// Path-style `us-east-1` with no prefix, 2 s to connect, 10 s per operation, 3 attempts,
+    /// 5 minutes to clean up after a failed put.
     /// Endpoint, bucket and credentials are empty and must be set.
     fn default() -> Self {
         Self {
@@ -59,6 +64,7 @@ impl Default for S3Config {
             connect_timeout: Duration::from_secs(2),
             operation_timeout: Duration::from_secs(10),
             max_attempts: 3,
+            cleanup_window: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -76,6 +82,7 @@ impl fmt::Debug for S3Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("operation_timeout", &self.operation_timeout)
             .field("max_attempts", &self.max_attempts)
+            .field("cleanup_window", &self.cleanup_window)
             .finish()
     }
 }
@@ -152,6 +159,7 @@ mod tests {
         assert_eq!(config.connect_timeout, Duration::from_secs(2));
         assert_eq!(config.operation_timeout, Duration::from_secs(10));
         assert_eq!(config.max_attempts, 3);
+        assert_eq!(config.cleanup_window, Duration::from_secs(300));
     }
 
     #[test]

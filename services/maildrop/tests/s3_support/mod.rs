@@ -202,3 +202,94 @@ fn binary() -> PathBuf {
         .find(|path| path.is_file())
         .unwrap_or_else(|| missing("on PATH or in ~/.cargo/bin"))
 }
+
+/// A second real S3 server: `moto_server` (Python, in memory, signatures not checked), with
+/// an empty bucket [`BUCKET`]; killed when dropped.
+///
+/// Unlike `s3s-fs`, it finishes a request whose client has hung up: a PUT it buffered while
+/// frozen is stored when it resumes, as a server behind a proxy or a busy node does.
+pub(crate) struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    /// Starts `moto_server` on a free port and creates [`BUCKET`].
+    pub(crate) fn start() -> Moto {
+        let port = free_port();
+        let mut child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run moto_server ({e}); install it with: pip install 'moto[server]'")
+            });
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + READY_WITHIN * 3;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("moto_server exited with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "moto_server not accepting on {port}"
+            );
+            // A poll interval, not a guess at the start-up time.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let created = Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "PUT",
+                &format!("http://127.0.0.1:{port}/{BUCKET}"),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .expect("run curl");
+        assert!(created.success(), "CreateBucket on moto: {created}");
+        Moto { child, port }
+    }
+
+    /// A config for this server's bucket with short timeouts.
+    pub(crate) fn config(&self) -> S3Config {
+        S3Config {
+            endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
+            bucket: BUCKET.to_owned(),
+            access_key_id: ACCESS_KEY.to_owned(),
+            secret_access_key: SECRET_KEY.to_owned(),
+            connect_timeout: Duration::from_millis(500),
+            operation_timeout: Duration::from_secs(5),
+            max_attempts: 3,
+            ..S3Config::default()
+        }
+    }
+
+    /// Freezes the server (SIGSTOP), as a stalled node would be: the kernel still accepts
+    /// connections and buffers requests, but nothing is answered until [`Moto::thaw`].
+    pub(crate) fn freeze(&self) {
+        signal(self.child.id(), "-STOP");
+    }
+
+    /// Lets a frozen server run again (SIGCONT); it then serves what was buffered.
+    pub(crate) fn thaw(&self) {
+        signal(self.child.id(), "-CONT");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}: {status}");
+}
