@@ -231,6 +231,46 @@ fn a_lock_request_lost_in_a_frozen_redis_leaves_no_orphan_lock() {
     eprintln!("logged in again {got_in:?} after Redis resumed");
 }
 
+#[test]
+fn a_login_against_a_frozen_redis_gets_sys_temp_within_one_deadline() {
+    // Limits and lock in Redis, each call allowed 2 s: one login makes four calls, so
+    // without an overall deadline it would answer after about 8 s.
+    let cloud = Cloud::start_with(|pop3| {
+        pop3.option("LIMITS__BACKEND", "redis")
+            .option("LIMITS__REDIS__COMMAND_TIMEOUT", "2s")
+            .option("LOCK__REDIS__COMMAND_TIMEOUT", "2s")
+            .option("POP3__LOGIN_DEADLINE", "3s")
+            .option("POP3__LOCK_TTL", "60s")
+    });
+    cloud.tenant("acme", "acme.example");
+    cloud.user("gina@acme.example", "gina pass");
+    let (mut pop, reply) = login(&cloud.pop_a, "gina@acme.example", "gina pass");
+    assert!(reply.starts_with("+OK"), "{reply}");
+    pop.quit();
+
+    cloud.redis.freeze();
+    // The connection's own slot (asked before the greeting) fails open at its timeout;
+    // the login starts with USER.
+    let mut pop = cloud.pop_a.pop3();
+    let started = Instant::now();
+    let reply = pop.login("gina@acme.example", "gina pass");
+    let took = started.elapsed();
+    cloud.redis.thaw();
+    eprintln!("login against a frozen Redis: {reply:?} after {took:?}");
+    assert!(reply.starts_with("-ERR [SYS/TEMP]"), "{reply}");
+    assert!(
+        took < Duration::from_millis(4500),
+        "the login took {took:?}, past its 3 s deadline"
+    );
+    // Nothing it started is left behind: the maildrop is free again long before the lease.
+    let got_in = eventually(Duration::from_secs(15), || {
+        login(&cloud.pop_b, "gina@acme.example", "gina pass")
+            .1
+            .starts_with("+OK")
+    });
+    assert!(got_in.is_some(), "the maildrop stayed locked after the frozen login");
+}
+
 /// `cloudpop_orphan_cleanups_total{kind="message"}` of `server` by outcome, from `/metrics`.
 fn message_cleanups(server: &Server) -> std::collections::HashMap<String, u64> {
     let (status, body) = support::http_get(server.admin, "/metrics").expect("GET /metrics");
