@@ -19,7 +19,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use support::{Server, without_trace_headers};
+use support::{Server, require, without_trace_headers};
 
 const LOGIN: &str = "reader@example.com";
 const PASSWORD: &str = "s3cret pass";
@@ -207,19 +207,6 @@ fn run(command: &mut Command) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-/// A tool the tests need; missing, the test fails and says how to get it.
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "`{tool}` is not installed; `bash tests/run.sh` (the README's test command) installs it"
-    );
 }
 
 fn curl(server: &Server, path: &str, extra: &[&str]) -> Vec<u8> {

@@ -268,7 +268,10 @@ fn a_login_against_a_frozen_redis_gets_sys_temp_within_one_deadline() {
             .1
             .starts_with("+OK")
     });
-    assert!(got_in.is_some(), "the maildrop stayed locked after the frozen login");
+    assert!(
+        got_in.is_some(),
+        "the maildrop stayed locked after the frozen login"
+    );
 }
 
 /// `cloudpop_orphan_cleanups_total{kind="message"}` of `server` by outcome, from `/metrics`.

@@ -18,47 +18,15 @@ mod wire;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use support::{Server, WAIT, http_get};
+use support::{Server, WAIT, http_get, require, run_bounded};
 use wire::{Client, dev_cert_path, dev_config};
 
 const LOGIN: &str = "alice@example.com";
 const PASSWORD: &str = "alice password";
 const OTHER_LOGIN: &str = "bob@example.com";
-
-/// A tool the tests need; missing, the test fails and says so.
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "`{tool}` is not installed (Debian package `{tool}`)"
-    );
-}
-
-/// Runs `command` to its end, killing it if it outlives `WAIT`.
-fn run(command: &mut Command) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("wait")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -135,13 +103,16 @@ print("quit", pop.quit().decode())
 
 fn poplib_login(server: &Server) -> Output {
     require("python3");
-    run(Command::new("python3")
-        .arg("-c")
-        .arg(POPLIB_SCRIPT)
-        .arg(server.pop3s.port().to_string())
-        .arg(dev_cert_path(server))
-        .arg(LOGIN)
-        .env("POP3_PASSWORD", PASSWORD))
+    run_bounded(
+        Command::new("python3")
+            .arg("-c")
+            .arg(POPLIB_SCRIPT)
+            .arg(server.pop3s.port().to_string())
+            .arg(dev_cert_path(server))
+            .arg(LOGIN)
+            .env("POP3_PASSWORD", PASSWORD),
+        b"",
+    )
 }
 
 /// A TLS handshake with Python's `ssl` from `source`: prints `greeting <line>` or
@@ -160,12 +131,15 @@ except Exception as e:
 
 fn python_handshake(server: &Server, source: &str) -> String {
     require("python3");
-    let output = run(Command::new("python3")
-        .arg("-c")
-        .arg(HANDSHAKE_SCRIPT)
-        .arg(server.pop3s.port().to_string())
-        .arg(dev_cert_path(server))
-        .arg(source));
+    let output = run_bounded(
+        Command::new("python3")
+            .arg("-c")
+            .arg(HANDSHAKE_SCRIPT)
+            .arg(server.pop3s.port().to_string())
+            .arg(dev_cert_path(server))
+            .arg(source),
+        b"",
+    );
     assert!(output.status.success(), "{}", text(&output.stderr));
     text(&output.stdout)
 }
@@ -236,14 +210,17 @@ fn a_real_client_gets_in_when_idle_connections_fill_the_server() {
     wait_active(&server, 8);
     require("curl");
     let port = server.pop3s.port();
-    let output = run(Command::new("curl")
-        .args(["-sS", "--noproxy", "*", "--max-time", "20", "--cacert"])
-        .arg(dev_cert_path(&server))
-        .arg("--resolve")
-        .arg(format!("localhost:{port}:127.0.0.1"))
-        .arg("-u")
-        .arg(format!("{LOGIN}:{PASSWORD}"))
-        .arg(format!("pop3s://localhost:{port}/")));
+    let output = run_bounded(
+        Command::new("curl")
+            .args(["-sS", "--noproxy", "*", "--max-time", "20", "--cacert"])
+            .arg(dev_cert_path(&server))
+            .arg("--resolve")
+            .arg(format!("localhost:{port}:127.0.0.1"))
+            .arg("-u")
+            .arg(format!("{LOGIN}:{PASSWORD}"))
+            .arg(format!("pop3s://localhost:{port}/")),
+        b"",
+    );
     assert!(
         output.status.success() && text(&output.stdout).starts_with("1 "),
         "curl over POP3S on a full server: {}",

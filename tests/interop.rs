@@ -13,12 +13,10 @@ mod support;
 #[path = "tls_clients/wire.rs"]
 mod wire;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-use support::{Server, WAIT};
+use support::{Server, require, run_bounded};
 use wire::{dev_cert_path, dev_config, pop3s};
 
 const LOGIN: &str = "alice@example.com";
@@ -26,39 +24,6 @@ const PASSWORD: &str = "alice password";
 const CRAM_LOGIN: &str = "tim@example.com";
 const CRAM_PASSWORD: &str = "tim password";
 const CRAM_SECRET: &str = "tanstaaftanstaaf";
-
-/// A tool the tests need; missing, the test fails and says so.
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "`{tool}` is not installed (Debian package `{tool}`)"
-    );
-}
-
-/// Runs `command` to its end, killing it if it outlives `WAIT`.
-fn run(command: &mut Command) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let _ = child.stdin.take().expect("stdin").write_all(b"");
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("wait")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -90,23 +55,26 @@ fn server(options: &[(&str, &str)]) -> (Server, tempfile::TempDir) {
 fn curl_list(server: &Server, cafile: &Path, user: &str, secret: &str) -> Output {
     require("curl");
     let port = server.pop3s.port();
-    run(Command::new("curl")
-        .args([
-            "-sS",
-            "-v",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "20",
-            "--cacert",
-        ])
-        .arg(cafile)
-        // The development certificate covers `localhost`; connect to the IPv4 listener.
-        .arg("--resolve")
-        .arg(format!("localhost:{port}:127.0.0.1"))
-        .arg("-u")
-        .arg(format!("{user}:{secret}"))
-        .arg(format!("pop3s://localhost:{port}/")))
+    run_bounded(
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-v",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "20",
+                "--cacert",
+            ])
+            .arg(cafile)
+            // The development certificate covers `localhost`; connect to the IPv4 listener.
+            .arg("--resolve")
+            .arg(format!("localhost:{port}:127.0.0.1"))
+            .arg("-u")
+            .arg(format!("{user}:{secret}"))
+            .arg(format!("pop3s://localhost:{port}/")),
+        b"",
+    )
 }
 
 /// The mechanism named in the first `AUTH` line curl sent.
@@ -248,13 +216,16 @@ fn quit_on_tls_ends_with_close_notify() {
     let (server, _dir) = server(&[]);
     let cafile = dev_cert_path(&server);
     for (mode, port) in [("pop3s", server.pop3s.port()), ("stls", server.pop3.port())] {
-        let output = run(Command::new("python3")
-            .arg("-c")
-            .arg(CLOSURE_SCRIPT)
-            .args([mode, &port.to_string()])
-            .arg(&cafile)
-            .arg(LOGIN)
-            .env("POP3_PASSWORD", PASSWORD));
+        let output = run_bounded(
+            Command::new("python3")
+                .arg("-c")
+                .arg(CLOSURE_SCRIPT)
+                .args([mode, &port.to_string()])
+                .arg(&cafile)
+                .arg(LOGIN)
+                .env("POP3_PASSWORD", PASSWORD),
+            b"",
+        );
         let said = text(&output.stdout);
         assert!(
             output.status.success() && said.contains("QUIT +OK") && said.ends_with("clean\n"),

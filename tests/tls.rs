@@ -17,13 +17,12 @@ mod support;
 #[path = "tls_clients/wire.rs"]
 mod wire;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
-use support::{Server, WAIT, without_trace_headers};
+use support::{Server, WAIT, require, run_bounded, without_trace_headers};
 use wire::{Client, TlsStream, client_config, dev_cert_path, dev_config, peer_cert, pop3s};
 
 const LOGIN: &str = "reader@example.com";
@@ -70,47 +69,6 @@ fn assert_same(what: &str, got: &[u8], want: &[u8]) {
     );
 }
 
-/// A tool the tests need; missing, the test fails and says so.
-fn require(tool: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status();
-    assert!(
-        found.is_ok_and(|s| s.success()),
-        "`{tool}` is not installed (Debian package `{tool}`)"
-    );
-}
-
-/// Runs `command` with `stdin` as input, killing it if it outlives `WAIT`.
-fn run(command: &mut Command, stdin: &[u8]) -> Output {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let mut input = child.stdin.take().expect("stdin");
-    // A program that exits without reading its input closes the pipe; that is its answer.
-    let _ = input.write_all(stdin);
-    drop(input);
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("wait");
-            panic!(
-                "{command:?} did not finish within {WAIT:?}:\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("wait")
-}
-
 fn assert_success(command: &Command, output: &Output) {
     assert!(
         output.status.success(),
@@ -134,7 +92,7 @@ fn curl(port: u16, scheme: &str, cafile: &Path, extra: &[&str]) -> (Command, Out
         .arg(format!("{LOGIN}:{PASSWORD}"))
         .arg(format!("{scheme}://localhost:{port}/1"))
         .args(extra);
-    let output = run(&mut command, b"");
+    let output = run_bounded(&mut command, b"");
     (command, output)
 }
 
@@ -195,7 +153,7 @@ fn poplib(server: &Server, mode: &str) -> (Vec<String>, Vec<u8>) {
         .arg("--out")
         .arg(out.path())
         .env("POP3_PASSWORD", PASSWORD);
-    let output = run(&mut command, b"");
+    let output = run_bounded(&mut command, b"");
     assert_success(&command, &output);
     let summary = std::fs::read_to_string(out.path().join("summary.txt")).expect("summary");
     let message = std::fs::read(out.path().join("1.eml")).expect("message 1");
@@ -229,7 +187,7 @@ fn s_client(args: &[&str], input: &[u8]) -> (Command, Output) {
     require("openssl");
     let mut command = Command::new("openssl");
     command.arg("s_client").args(args);
-    let output = run(&mut command, input);
+    let output = run_bounded(&mut command, input);
     (command, output)
 }
 

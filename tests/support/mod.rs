@@ -30,6 +30,48 @@ pub fn binary() -> PathBuf {
 /// How long to wait for anything that should be quick.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A program the tests drive; missing, the test fails and says how to get it.
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status();
+    assert!(
+        found.is_ok_and(|s| s.success()),
+        "`{tool}` is not installed; `bash tests/run.sh` (the README's test command) installs it"
+    );
+}
+
+/// Runs `command` with `stdin` as its input to its end, and fails the test if it outlives
+/// [`WAIT`].
+pub fn run_bounded(command: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let mut input = child.stdin.take().expect("stdin");
+    // A program that exits without reading its input closes the pipe; that is its answer.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("wait");
+            panic!(
+                "{command:?} did not finish within {WAIT:?}:\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("wait")
+}
+
 /// A running `cloudpop` process and where it listens.
 pub struct Server {
     child: Option<Child>,
