@@ -271,19 +271,6 @@ fn misplaced_password(server: &Server) {
     assert_ok(&pop.quit(), "QUIT");
 }
 
-/// Waits until the server has logged the end of `sessions` sessions.
-fn wait_for_session_ends(server: &Server, sessions: usize) {
-    let deadline = Instant::now() + WAIT;
-    while server.log().matches("pop3 session ended").count() < sessions {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {sessions} sessions logged their end:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn the_search_finds_a_secret_in_any_of_its_forms() {
     // A log that did contain them, embedded the way a careless log line would.
@@ -344,7 +331,7 @@ fn a_full_session_leaves_no_secret_in_the_logs() {
     auth_cram(&server);
     misplaced_password(&server);
     // Eight sessions above, after those of wait_for_secrets.
-    wait_for_session_ends(&server, waiting_sessions + 8);
+    server.log_with("pop3 session ended", waiting_sessions + 8);
     let status = server.terminate();
     assert!(status.success(), "exit status {status}");
 

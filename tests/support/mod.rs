@@ -301,6 +301,23 @@ impl Server {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The log once `needle` appears in it at least `count` times: a line is logged a
+    /// moment after the client sees the connection end. Fails the test after [`WAIT`].
+    pub fn log_with(&self, needle: &str, count: usize) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= count {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {count} of {needle:?} logged:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child().id()
     }
