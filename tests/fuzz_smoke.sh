@@ -21,7 +21,8 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 fuzz=(--fuzz-dir tests/fuzz --sanitizer none --dev)
 
 # cargo-fuzz has no --locked: fail here if tests/fuzz/Cargo.lock is out of date.
-cargo metadata --locked --format-version 1 --manifest-path tests/fuzz/Cargo.toml >/dev/null
+host="$(rustc -vV | sed -n 's/^host: //p')"
+cargo fetch --locked --quiet --manifest-path tests/fuzz/Cargo.toml --target "$host"
 
 start=$SECONDS
 cargo fuzz build "${fuzz[@]}"

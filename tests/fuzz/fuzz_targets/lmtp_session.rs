@@ -209,6 +209,7 @@ fn addresses(command: &Command) -> Vec<String> {
     let text = address.as_str();
     assert!((1..=254).contains(&text.len()), "{text:?}");
     assert!(text.bytes().all(|b| (0x20..0x7f).contains(&b)), "{text:?}");
+    assert!(!text.starts_with('@'), "{text:?} reads as a source route");
     vec![text.to_owned()]
 }
 

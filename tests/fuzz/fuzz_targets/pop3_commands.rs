@@ -115,11 +115,10 @@ fn reference(script: &[u8], limits: &Limits) -> Vec<Event> {
         let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
             // An unfinished line that already fills the buffer is dropped and reported.
             if rest.len() >= limits.sasl {
-                let error = Err(ProtocolError::LineTooLong);
                 events.push(if sasl {
-                    Event::Sasl(error)
+                    Event::Sasl(Err(ProtocolError::LineTooLong))
                 } else {
-                    Event::Command(error)
+                    Event::Command(Err(ProtocolError::LineTooLong))
                 });
             }
             break;
