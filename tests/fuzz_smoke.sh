@@ -20,6 +20,9 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 fuzz=(--fuzz-dir tests/fuzz --sanitizer none --dev)
 
+# The fuzz crate is outside the workspace, so `cargo fmt --all` does not see it.
+cargo fmt --manifest-path tests/fuzz/Cargo.toml --check
+
 # cargo-fuzz has no --locked: fail here if tests/fuzz/Cargo.lock is out of date.
 host="$(rustc -vV | sed -n 's/^host: //p')"
 cargo fetch --locked --quiet --manifest-path tests/fuzz/Cargo.toml --target "$host"

@@ -69,7 +69,11 @@ fuzz_target!(|data: &[u8]| {
         match event {
             Event::Command(Ok(command)) => {
                 let line = canonical_line(command);
-                assert_eq!(Command::parse(line.as_bytes()).as_ref(), Ok(command), "{line:?}");
+                assert_eq!(
+                    Command::parse(line.as_bytes()).as_ref(),
+                    Ok(command),
+                    "{line:?}"
+                );
                 for address in addresses(command) {
                     one_line(&Reply::new(
                         250,
@@ -108,7 +112,11 @@ fn decode<'a>(chunks: impl Iterator<Item = &'a [u8]>, settings: &Settings) -> (V
                 let end = decoder.decode(&mut src, message);
                 let bound = PREFIX.len() as u64 + settings.max_size;
                 assert!(message.len() as u64 <= bound, "{} > {bound}", message.len());
-                assert!(message.capacity() as u64 <= bound, "capacity {}", message.capacity());
+                assert!(
+                    message.capacity() as u64 <= bound,
+                    "capacity {}",
+                    message.capacity()
+                );
                 let Some(end) = end else {
                     assert!(src.is_empty(), "an unfinished message consumes all input");
                     break;
@@ -171,7 +179,11 @@ fn stuffed_round_trip(body: &[u8], seed: u16) {
     let end = decoder.decode(&mut wire, &mut out);
     assert!(end.is_some_and(|end| !end.too_large), "{end:?}");
     assert_eq!(&out[..], body);
-    assert_eq!(&wire[..], b"QUIT\r\n", "the end marker is consumed, nothing more");
+    assert_eq!(
+        &wire[..],
+        b"QUIT\r\n",
+        "the end marker is consumed, nothing more"
+    );
 }
 
 /// The command as a client would write it, without line end.

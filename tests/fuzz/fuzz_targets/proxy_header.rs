@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use cloudpop_fuzz::{Input, Sizes, chunks};
 use cloudpop_pop3::proxy_protocol::{
-    Parsed, ProxyError, ProxyHeader, Sniff, V1_MAX_LEN, V2_MAX_LEN, parse_with_limit,
-    read_header, sniff,
+    Parsed, ProxyError, ProxyHeader, Sniff, V1_MAX_LEN, V2_MAX_LEN, parse_with_limit, read_header,
+    sniff,
 };
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -42,7 +42,9 @@ enum Outcome {
     },
     Missing,
     Malformed,
-    TooLong { limit: usize },
+    TooLong {
+        limit: usize,
+    },
     Other(String),
 }
 
@@ -124,7 +126,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Outcome::Complete { consumed, .. } = whole {
         assert_eq!(at(consumed), whole, "decided by its own bytes");
-        assert_eq!(at(consumed - 1), Outcome::Incomplete, "not decided before its end");
+        assert_eq!(
+            at(consumed - 1),
+            Outcome::Incomplete,
+            "not decided before its end"
+        );
     }
 
     read_from_stream(bytes, max_len, cap, &whole, Sizes::new(seed, max_read));
@@ -138,7 +144,11 @@ fn read_from_stream(bytes: &[u8], max_len: usize, cap: usize, whole: &Outcome, s
         sizes,
     };
     let result = runtime().block_on(read_header(&mut stream, Duration::from_secs(600), max_len));
-    assert!(stream.position <= cap, "read {} bytes, cap {cap}", stream.position);
+    assert!(
+        stream.position <= cap,
+        "read {} bytes, cap {cap}",
+        stream.position
+    );
     match (whole, result) {
         (Outcome::Complete { header, consumed }, Ok((got, leftover))) => {
             assert_eq!(&got, header);

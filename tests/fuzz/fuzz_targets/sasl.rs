@@ -59,7 +59,11 @@ fn run(mechanism: Mechanism, initial: Option<&[u8]>, responses: &[&[u8]]) -> Ste
     let mut challenges = 0;
     while let Step::Challenge(_, pending) = step {
         challenges += 1;
-        assert!(challenges <= 2, "{} sent a third challenge", mechanism.name());
+        assert!(
+            challenges <= 2,
+            "{} sent a third challenge",
+            mechanism.name()
+        );
         let Some(response) = responses.next() else {
             return Step::Challenge(Vec::new(), pending);
         };
@@ -145,7 +149,11 @@ fn well_formed_exchange(mechanism: Mechanism, flags: u8, login: &[u8], secret: &
             } else {
                 format!("a={}", login.replace('=', "=3D").replace(',', "=2C"))
             };
-            let host = if flags & 4 != 0 { "host=server.example.com\x01port=110\x01" } else { "" };
+            let host = if flags & 4 != 0 {
+                "host=server.example.com\x01port=110\x01"
+            } else {
+                ""
+            };
             let response = [
                 format!("n,{authzid},\x01{host}auth=Bearer ").as_bytes(),
                 secret,
@@ -190,7 +198,10 @@ fn well_formed_exchange(mechanism: Mechanism, flags: u8, login: &[u8], secret: &
             assert_eq!(got, login, "{}", mechanism.name());
             assert!(same_credential(&credential, &want), "{}", mechanism.name());
         }
-        other => panic!("{} refused a well-formed response: {other:?}", mechanism.name()),
+        other => panic!(
+            "{} refused a well-formed response: {other:?}",
+            mechanism.name()
+        ),
     }
 }
 
@@ -248,7 +259,10 @@ fn through_auth_line(mechanism: Mechanism, initial: &[u8]) -> Secret {
     } else {
         STANDARD.encode(initial)
     };
-    let line = format!("AUTH {} {encoded}\r\n", mechanism.name().to_ascii_lowercase());
+    let line = format!(
+        "AUTH {} {encoded}\r\n",
+        mechanism.name().to_ascii_lowercase()
+    );
     let mut buf = BytesMut::from(line.as_bytes());
     match decoder(initial.len()).decode(&mut buf) {
         Ok(Some(Command::Auth {
