@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets of tests/fuzz (POP3 commands, SASL, LMTP, PROXY protocol) and runs
-# each for a bounded time, FUZZ_SECONDS (default 20) seconds, from the committed seeds.
+# each for a bounded time, FUZZ_SECONDS (default 15) seconds, from the committed seeds.
 # A crash or a failed property stops the script with libFuzzer's report and the input
 # saved under tests/fuzz/artifacts/. README.md ("Fuzzing") shows how to run longer.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PATH:$HOME/.cargo/bin"
-seconds="${FUZZ_SECONDS:-20}"
+seconds="${FUZZ_SECONDS:-15}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "tests/fuzz_smoke.sh: installing cargo-fuzz 0.13.2" >&2
