@@ -37,7 +37,8 @@ const MAX_ECHOED_PARAMETER: usize = 32;
 /// A mailbox from a `MAIL FROM` or `RCPT TO` path, without angle brackets or source route.
 ///
 /// Guaranteed: 1–254 printable ASCII characters, no space outside a quoted local part,
-/// no `<`, and no leading `@` (a local part comes first). Safe to echo in a reply or write into a header field.
+/// no `<`, and no leading `@` (a local part comes first). Safe to echo in a reply or write
+/// into a header field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Address(String);
 
