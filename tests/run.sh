@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: installs what the tests need and is missing, then runs
 # the format check, clippy with warnings as errors, every test of the workspace, the Helm
-# chart checks and the benchmark's smoke run.
+# chart checks, the benchmark's smoke run and a short run of each fuzz target.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -60,3 +60,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 bash tests/helm.sh
 bash tests/bench_smoke.sh
+bash tests/fuzz_smoke.sh

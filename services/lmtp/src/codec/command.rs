@@ -37,7 +37,8 @@ const MAX_ECHOED_PARAMETER: usize = 32;
 /// A mailbox from a `MAIL FROM` or `RCPT TO` path, without angle brackets or source route.
 ///
 /// Guaranteed: 1–254 printable ASCII characters, no space outside a quoted local part,
-/// no `<`. Safe to echo in a reply or write into a header field.
+/// no `<`, and no leading `@` (a local part comes first). Safe to echo in a reply or write
+/// into a header field.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Address(String);
 
@@ -46,6 +47,11 @@ impl Address {
     pub fn parse(s: &str) -> Result<Self, CodecError> {
         if s.is_empty() || s.len() > MAX_ADDRESS_LEN {
             return Err(CodecError::Syntax("an address of 1 to 254 characters"));
+        }
+        // RFC 5321 §4.1.2: a mailbox starts with its local part; a leading `@` starts a
+        // source route, which the path parser has already removed.
+        if s.starts_with('@') {
+            return Err(CodecError::Syntax("an address with a local part"));
         }
         let mut in_quote = false;
         let mut escaped = false;
@@ -278,9 +284,12 @@ fn parse_path<'a>(s: &'a str, syntax: &'static str) -> Result<(&'a str, &'a str)
         return Err(CodecError::Syntax(syntax));
     }
     // RFC 5321 §4.1.1.3 and appendix C: a source route (`@a,@b:user@c`) is accepted and
-    // ignored.
+    // ignored. A mailbox must follow it: `<@a:>` is not the null path.
     let path = match path.strip_prefix('@') {
-        Some(routed) => routed.split_once(':').ok_or(CodecError::Syntax(syntax))?.1,
+        Some(routed) => match routed.split_once(':') {
+            Some((_, mailbox)) if !mailbox.is_empty() => mailbox,
+            _ => return Err(CodecError::Syntax(syntax)),
+        },
         None => path,
     };
     Ok((path, rest))
@@ -526,6 +535,26 @@ mod tests {
         );
         let long = format!("RCPT TO:<{}@x>", "a".repeat(300));
         assert!(matches!(parse(&long), Err(CodecError::Syntax(_))));
+    }
+
+    #[test]
+    fn a_source_route_leaves_a_mailbox_with_a_local_part() {
+        // What is left after the route must itself be a mailbox: written back as
+        // `<@f.example>` it would read as a route, and `<@a:>` is not the null path.
+        for bad in [
+            "RCPT TO:<@r1,:@f.example>",
+            "RCPT TO:<@r1:@r2:a@b>",
+            "RCPT TO:<@f.example>",
+            "MAIL FROM:<@r1:@f.example>",
+            "MAIL FROM:<@r1:>",
+        ] {
+            assert!(matches!(parse(bad), Err(CodecError::Syntax(_))), "{bad:?}");
+        }
+        assert!(Address::parse("@f.example").is_err());
+        assert_eq!(
+            parse("RCPT TO:<@r1,@r2:a@b>"),
+            Ok(Command::Rcpt { to: addr("a@b") })
+        );
     }
 
     fn decode_all(

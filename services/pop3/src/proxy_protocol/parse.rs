@@ -135,9 +135,11 @@ pub(super) fn safe_read_len(buf: &[u8]) -> usize {
             None => V2_FIXED_LEN.saturating_sub(buf.len()),
         },
         Detected::V1 => {
-            // The line still needs its CRLF, or its LF after a trailing CR.
+            // The line still needs its CRLF, or its LF after a trailing CR; but never more
+            // than its 107 bytes: the byte at the limit already decides a line too long.
             let line_end = if buf.ends_with(b"\r") { 1 } else { 2 };
-            v1_min_len(buf).saturating_sub(buf.len()).max(line_end)
+            let missing = v1_min_len(buf).saturating_sub(buf.len()).max(line_end);
+            missing.min(V1_MAX_LEN.saturating_sub(buf.len()))
         }
         Detected::Undecided | Detected::Neither => V1_MIN_LEN.saturating_sub(buf.len()),
     };
@@ -303,6 +305,23 @@ mod tests {
         for n in 0..local.len() {
             assert!(n + safe_read_len(&local[..n]) <= local.len());
         }
+    }
+
+    #[test]
+    fn safe_read_len_never_takes_a_v1_line_past_its_limit() {
+        // A line without CR: after 106 bytes, one more byte decides that it is too long.
+        for n in V1_PREFIX.len()..V1_MAX_LEN {
+            let mut line = V1_PREFIX.to_vec();
+            line.resize(n, b'-');
+            let want = safe_read_len(&line);
+            assert!(n + want <= V1_MAX_LEN, "{n} + {want} passes {V1_MAX_LEN}");
+        }
+        let mut line = V1_PREFIX.to_vec();
+        line.resize(V1_MAX_LEN, b'-');
+        assert!(matches!(
+            parse(&line),
+            Err(ProxyError::TooLong { limit: V1_MAX_LEN })
+        ));
     }
 
     #[test]

@@ -63,3 +63,25 @@ async fn read_until_complete<S: AsyncRead + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_over_long_v1_line_is_refused_without_reading_past_its_limit() {
+        let mut input = b"PROXY ".to_vec();
+        input.resize(300, b'-');
+        // Split so that the reads land on 106 bytes, one short of the limit.
+        let (first, second) = input.split_at(100);
+        let mut stream = first.chain(second);
+        let result = read_header(&mut stream, Duration::from_secs(30), V1_MAX_LEN).await;
+        assert!(
+            matches!(result, Err(ProxyError::TooLong { limit: V1_MAX_LEN })),
+            "{result:?}"
+        );
+        let (first, second) = stream.into_inner();
+        let read = input.len() - first.len() - second.len();
+        assert!(read <= V1_MAX_LEN, "read {read} bytes");
+    }
+}
