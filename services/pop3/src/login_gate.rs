@@ -15,7 +15,6 @@
 
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cloudpop_limits::{Admission, Limits};
@@ -92,20 +91,25 @@ pub(crate) async fn wait_for_turn(
     }
 }
 
-/// Reports a right credential to the counts that admitted it, in the background: the
-/// bookkeeping of a success need not delay the login.
-pub(crate) fn record_success(deps: &Pop3Deps, counted: Counted, client: IpAddr, login_key: &str) {
-    let limits: Arc<dyn Limits> = match counted {
-        Counted::Shared => Arc::clone(&deps.limits),
-        Counted::Local => Arc::clone(&deps.local_limits) as Arc<dyn Limits>,
+/// Reports a right credential to the counts that admitted it, before the login goes on,
+/// so that the owner's next login finds the count forgotten. A failure here only leaves the
+/// count to its window; the login goes on.
+pub(crate) async fn record_success(
+    deps: &Pop3Deps,
+    counted: Counted,
+    client: IpAddr,
+    login_key: &str,
+    deadline: Instant,
+) {
+    let recorded = match counted {
+        Counted::Shared => within(deadline, deps.limits.record_success(client, login_key)).await,
+        Counted::Local => Some(deps.local_limits.record_success(client, login_key).await),
     };
-    let login_key = login_key.to_owned();
-    let recorded = async move {
-        if let Err(e) = limits.record_success(client, &login_key).await {
-            debug!(error = %e, "could not reset the login attempt count");
-        }
-    };
-    tokio::spawn(recorded.in_current_span());
+    match recorded {
+        Some(Ok(())) => {}
+        Some(Err(e)) => debug!(error = %e, "could not reset the login attempt count"),
+        None => debug!("resetting the login attempt count missed the login deadline"),
+    }
 }
 
 /// Runs `step` until `deadline`. Past it, returns `None` at once and lets the step finish in

@@ -492,7 +492,8 @@ impl Session {
             Ok(principal) => principal,
             Err(failure) => return self.login_failed(auth, failure),
         };
-        login_gate::record_success(&self.deps, counted, self.client_ip(), &login_key);
+        login_gate::record_success(&self.deps, counted, self.client_ip(), &login_key, deadline)
+            .await;
         // With the shared limits down, LOGIN-DELAY and the session cap fail open anyway:
         // asking again would only spend the deadline.
         let limits_up = counted == login_gate::Counted::Shared;
