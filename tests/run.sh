@@ -14,6 +14,7 @@ needed=(
   python3=python3
   openssl=openssl
   haproxy=haproxy
+  swaks=swaks
   redis-server=redis-server
   promtool=prometheus
   node=nodejs
