@@ -248,7 +248,13 @@ fn a_stalled_client_does_not_hold_the_process_past_the_grace_period() {
     carol.login_ok(CAROL.0, CAROL.1);
     assert!(carol.cmd("DELE 2").starts_with("+OK"));
     assert!(carol.cmd("RETR 1").starts_with("+OK"));
-    std::thread::sleep(Duration::from_millis(300));
+    // Stalled: the client's receive buffer is full and the server has more queued.
+    support::wait_for_queues(
+        carol.stream(),
+        support::WAIT,
+        "the RETR never filled the connection",
+        |q| q.client_unread > 0 && q.server_unsent > 0,
+    );
 
     let pid = server.pid();
     let sent = sigterm(&server);

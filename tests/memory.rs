@@ -137,39 +137,14 @@ fn lmtp_reply(reader: &mut std::io::BufReader<std::net::TcpStream>) -> String {
 }
 
 /// Waits until the server process has read everything sent on `stream`: nothing is left
-/// in the client's send queue nor in the server's receive queue (Linux `/proc/net/tcp`).
+/// in the client's send queue nor in the server's receive queue.
 fn wait_until_read_by_server(stream: &std::net::TcpStream) {
-    let (client, server) = (
-        stream.local_addr().unwrap().port(),
-        stream.peer_addr().unwrap().port(),
+    support::wait_for_queues(
+        stream,
+        support::WAIT * 3,
+        "the server did not read the message",
+        |q| q.client_unsent == 0 && q.server_unread == 0,
     );
-    let port =
-        |address: &str| u16::from_str_radix(address.rsplit(':').next().unwrap(), 16).unwrap();
-    let queue = |queues: &str, which: usize| {
-        u64::from_str_radix(queues.split(':').nth(which).unwrap(), 16).unwrap()
-    };
-    let deadline = std::time::Instant::now() + support::WAIT * 3;
-    loop {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let (mut unsent, mut unread) = (None, None);
-        for line in table.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (local, remote) = (port(fields[1]), port(fields[2]));
-            if (local, remote) == (client, server) {
-                unsent = Some(queue(fields[4], 0));
-            } else if (local, remote) == (server, client) {
-                unread = Some(queue(fields[4], 1));
-            }
-        }
-        if unsent == Some(0) && unread == Some(0) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server did not read the message: {unsent:?} unsent, {unread:?} unread"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// Sends message `n` over its own LMTP connection, all but its end; once the server has

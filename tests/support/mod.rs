@@ -72,6 +72,73 @@ pub fn run_bounded(command: &mut Command, stdin: &[u8]) -> std::process::Output 
     child.wait_with_output().expect("wait")
 }
 
+/// The kernel's queues of one loopback TCP connection, in bytes, from both ends (Linux
+/// `/proc/net/tcp`): what each end has not sent yet and what it has not read yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketQueues {
+    pub client_unsent: u64,
+    pub client_unread: u64,
+    pub server_unsent: u64,
+    pub server_unread: u64,
+}
+
+/// The queues of the IPv4 loopback connection `stream` (the client's end), once both of its
+/// ends are listed.
+pub fn socket_queues(stream: &TcpStream) -> Option<SocketQueues> {
+    let (client, server) = (
+        stream.local_addr().ok()?.port(),
+        stream.peer_addr().ok()?.port(),
+    );
+    let port = |address: &str| u16::from_str_radix(address.rsplit(':').next()?, 16).ok();
+    // `tx_queue:rx_queue`, in hex.
+    let queues = |field: &str| -> Option<(u64, u64)> {
+        let (tx, rx) = field.split_once(':')?;
+        Some((
+            u64::from_str_radix(tx, 16).ok()?,
+            u64::from_str_radix(rx, 16).ok()?,
+        ))
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let (mut client_end, mut server_end) = (None, None);
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(remote)) = (port(fields[1]), port(fields[2])) else {
+            continue;
+        };
+        if (local, remote) == (client, server) {
+            client_end = queues(fields[4]);
+        } else if (local, remote) == (server, client) {
+            server_end = queues(fields[4]);
+        }
+    }
+    let ((client_unsent, client_unread), (server_unsent, server_unread)) =
+        (client_end?, server_end?);
+    Some(SocketQueues {
+        client_unsent,
+        client_unread,
+        server_unsent,
+        server_unread,
+    })
+}
+
+/// Waits until the queues of `stream` satisfy `ready`; fails the test after `within`.
+pub fn wait_for_queues(
+    stream: &TcpStream,
+    within: Duration,
+    what: &str,
+    ready: impl Fn(&SocketQueues) -> bool,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let queues = socket_queues(stream);
+        if queues.as_ref().is_some_and(&ready) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: queues {queues:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `cloudpop` process and where it listens.
 pub struct Server {
     child: Option<Child>,

@@ -188,15 +188,24 @@ impl VerifiedCache {
     }
 
     fn contains(&self, key: &CacheKey) -> bool {
+        self.contains_at(key, Instant::now())
+    }
+
+    /// Whether `key` was verified less than the ttl before `now`.
+    fn contains_at(&self, key: &CacheKey, now: Instant) -> bool {
         let state = lock(&self.state);
         state
             .verified
             .get(key)
-            .is_some_and(|at| at.elapsed() < self.ttl)
+            .is_some_and(|at| now.saturating_duration_since(*at) < self.ttl)
     }
 
     fn insert(&self, key: CacheKey) {
-        let now = Instant::now();
+        self.insert_at(key, Instant::now());
+    }
+
+    /// Records `key` as verified at `now`, dropping what expired or overflows first.
+    fn insert_at(&self, key: CacheKey, now: Instant) {
         let mut state = lock(&self.state);
         while let Some(&(_, at)) = state.order.front()
             && (now.duration_since(at) >= self.ttl || state.order.len() >= self.entries)
@@ -320,14 +329,15 @@ mod tests {
     }
 
     #[test]
-    fn entries_expire() {
-        // Long enough that a loaded machine does not expire it before the first look.
-        let cache = VerifiedCache::new(10, Duration::from_millis(500)).unwrap();
-        cache.insert([1; 32]);
-        assert!(cache.contains(&[1; 32]));
-        std::thread::sleep(Duration::from_millis(550));
-        assert!(!cache.contains(&[1; 32]));
-        cache.insert([2; 32]);
+    fn entries_expire_exactly_at_their_ttl() {
+        let ttl = Duration::from_millis(500);
+        let cache = VerifiedCache::new(10, ttl).unwrap();
+        let verified = Instant::now();
+        cache.insert_at([1; 32], verified);
+        assert!(cache.contains_at(&[1; 32], verified));
+        assert!(cache.contains_at(&[1; 32], verified + ttl - Duration::from_millis(1)));
+        assert!(!cache.contains_at(&[1; 32], verified + ttl));
+        cache.insert_at([2; 32], verified + ttl);
         assert_eq!(cache.len(), 1, "the expired entry is dropped on insert");
     }
 
