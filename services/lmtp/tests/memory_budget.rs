@@ -18,6 +18,19 @@ fn body(tag: &str, size: usize) -> Vec<u8> {
     body
 }
 
+/// The gauge of message bytes held by all connections.
+const IN_FLIGHT: &str = "cloudpop_lmtp_in_flight_bytes";
+
+/// A server whose budget has room for two messages of the largest size, not three.
+async fn budgeted_server() -> TestServer {
+    TestServer::with_config(LmtpConfig {
+        max_message_size: MAX_MESSAGE,
+        max_in_flight_bytes: 320_000,
+        ..test_config()
+    })
+    .await
+}
+
 /// A client that has sent `body` after DATA, but not its end.
 async fn hold(server: &TestServer, rcpt: &str, body: &[u8]) -> Client {
     let mut c = server.client().await;
@@ -29,19 +42,12 @@ async fn hold(server: &TestServer, rcpt: &str, body: &[u8]) -> Client {
 
 #[tokio::test]
 async fn a_message_over_the_budget_gets_452_for_each_recipient_and_is_not_stored() {
-    // Room for two messages of the largest size, not three.
-    let server = TestServer::with_config(LmtpConfig {
-        max_message_size: MAX_MESSAGE,
-        max_in_flight_bytes: 320_000,
-        ..test_config()
-    })
-    .await;
-    let in_flight = "cloudpop_lmtp_in_flight_bytes";
+    let server = budgeted_server().await;
     let (a_body, b_body) = (body("a", 99_000), body("b", 99_000));
     let mut a = hold(&server, "alice@example.com", &a_body).await;
-    server.wait_for_metric(in_flight, |v| v >= 99_000.0).await;
+    server.wait_for_metric(IN_FLIGHT, |v| v >= 99_000.0).await;
     let mut b = hold(&server, "bob@example.com", &b_body).await;
-    server.wait_for_metric(in_flight, |v| v >= 198_000.0).await;
+    server.wait_for_metric(IN_FLIGHT, |v| v >= 198_000.0).await;
 
     // A third message must grow its buffer past 64 KiB while the other two hold theirs:
     // old and new buffer together do not fit in what is left.
@@ -81,7 +87,7 @@ async fn a_message_over_the_budget_gets_452_for_each_recipient_and_is_not_stored
     b.send(b".\r\n").await;
     delivered_uid(&a.reply().await, "alice@example.com");
     delivered_uid(&b.reply().await, "bob@example.com");
-    assert_eq!(server.metric(in_flight, None), 0.0);
+    assert_eq!(server.metric(IN_FLIGHT, None), 0.0);
 
     // The client's retry now fits, and every message is stored intact.
     c.envelope("a@b", &["carol@example.com"]).await;
@@ -89,7 +95,7 @@ async fn a_message_over_the_budget_gets_452_for_each_recipient_and_is_not_stored
     c.send(&c_body).await;
     c.send(b".\r\n").await;
     delivered_uid(&c.reply().await, "carol@example.com");
-    assert_eq!(server.metric(in_flight, None), 0.0);
+    assert_eq!(server.metric(IN_FLIGHT, None), 0.0);
     for (mailbox, sent) in [("alice", &a_body), ("bob", &b_body), ("carol", &c_body)] {
         let stored = server.messages(mailbox).await;
         assert_eq!(stored.len(), 1, "{mailbox}");
@@ -100,16 +106,10 @@ async fn a_message_over_the_budget_gets_452_for_each_recipient_and_is_not_stored
 
 #[tokio::test]
 async fn a_connection_that_ends_mid_message_gives_its_memory_back() {
-    let server = TestServer::with_config(LmtpConfig {
-        max_message_size: MAX_MESSAGE,
-        max_in_flight_bytes: 320_000,
-        ..test_config()
-    })
-    .await;
-    let in_flight = "cloudpop_lmtp_in_flight_bytes";
+    let server = budgeted_server().await;
     let c = hold(&server, "alice@example.com", &body("a", 50_000)).await;
-    server.wait_for_metric(in_flight, |v| v >= 50_000.0).await;
+    server.wait_for_metric(IN_FLIGHT, |v| v >= 50_000.0).await;
     drop(c);
-    server.wait_for_metric(in_flight, |v| v == 0.0).await;
+    server.wait_for_metric(IN_FLIGHT, |v| v == 0.0).await;
     assert!(server.messages("alice").await.is_empty());
 }

@@ -49,7 +49,9 @@ pub enum LockError {
 /// - Keys are independent.
 #[async_trait]
 pub trait MaildropLock: Send + Sync + std::fmt::Debug {
-    /// Tries to take the lease on `key` for `ttl`.
+    /// Tries to take the lease on `key` for `ttl`. A call that fails, or is dropped before
+    /// it returns, leaves no lease behind: one it may still have taken is released once the
+    /// backend answers, so a caller's deadline never leaves the maildrop held.
     async fn acquire(&self, key: &MaildropKey, ttl: Duration) -> Result<Option<Lease>, LockError>;
 
     /// Extends a lease by its ttl if it is still held; `false` if it was lost.

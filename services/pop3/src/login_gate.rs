@@ -9,9 +9,9 @@
 //!
 //! The deadline bounds the backend calls of one login together (throttle, credential check,
 //! LOGIN-DELAY, session cap, maildrop lock, listing), so a frozen backend costs a client one
-//! deadline, not one timeout per call. A step that changes something (a session slot, the
-//! maildrop lock) and is still running at the deadline is left to finish in the background
-//! and undone then, so it leaves no orphan behind.
+//! deadline, not one timeout per call. A session slot still being opened at the deadline is
+//! left to finish in the background and closed then, so it leaves no orphan behind; the
+//! maildrop lock does the same for an acquire cut off by the deadline (its own contract).
 
 use std::future::Future;
 use std::net::IpAddr;

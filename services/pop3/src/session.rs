@@ -549,26 +549,12 @@ impl Session {
         (State::Transaction(txn), reply.into())
     }
 
-    /// Takes the maildrop lock before `deadline`. A lease granted only after it is released
-    /// as soon as it arrives, so a slow lock backend leaves no orphan lock behind.
+    /// Takes the maildrop lock before `deadline`. A call cut off by the deadline leaves no
+    /// lease behind (the lock's contract: it releases what it may still have taken).
     async fn acquire_lock(&self, principal: &Principal, deadline: Instant) -> Result<Lease, Reply> {
-        let lock = Arc::clone(&self.deps.lock);
-        let late_lock = Arc::clone(&self.deps.lock);
-        let maildrop = principal.maildrop.clone();
         let lock_ttl = self.deps.config.lock_ttl;
-        let acquired = login_gate::within_or_undo(
-            deadline,
-            async move { lock.acquire(&maildrop, lock_ttl).await },
-            move |acquired| async move {
-                if let Ok(Some(lease)) = acquired {
-                    debug!("releasing a maildrop lock granted after the login deadline");
-                    if let Err(e) = late_lock.release(&lease).await {
-                        warn!(error = %e, "could not release a late maildrop lock; it expires by itself");
-                    }
-                }
-            },
-        )
-        .await;
+        let acquire = self.deps.lock.acquire(&principal.maildrop, lock_ttl);
+        let acquired = login_gate::within(deadline, acquire).await;
         match acquired {
             Some(Ok(Some(lease))) => Ok(lease),
             Some(Ok(None)) => Err(Response::err_code(

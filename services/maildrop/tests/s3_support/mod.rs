@@ -23,6 +23,20 @@ const INSTALL: &str = "cargo install s3s-fs --version 0.14.1 --features binary -
 /// How long a server may take to accept connections (it is usually ready in ~20 ms).
 const READY_WITHIN: Duration = Duration::from_secs(10);
 
+/// The config of the test bucket at `endpoint`: the test credentials and short timeouts.
+fn test_config(endpoint: String) -> S3Config {
+    S3Config {
+        endpoint: Some(endpoint),
+        bucket: BUCKET.to_owned(),
+        access_key_id: ACCESS_KEY.to_owned(),
+        secret_access_key: SECRET_KEY.to_owned(),
+        connect_timeout: Duration::from_millis(500),
+        operation_timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        ..S3Config::default()
+    }
+}
+
 /// A running `s3s-fs` process.
 pub(crate) struct S3sFs {
     child: Option<Child>,
@@ -91,16 +105,7 @@ impl S3sFs {
 
     /// A config for this server's bucket with the right credentials and short timeouts.
     pub(crate) fn config(&self) -> S3Config {
-        S3Config {
-            endpoint: Some(self.endpoint()),
-            bucket: BUCKET.to_owned(),
-            access_key_id: ACCESS_KEY.to_owned(),
-            secret_access_key: SECRET_KEY.to_owned(),
-            connect_timeout: Duration::from_millis(500),
-            operation_timeout: Duration::from_secs(5),
-            max_attempts: 3,
-            ..S3Config::default()
-        }
+        test_config(self.endpoint())
     }
 
     /// Where object `key` of [`BUCKET`] lives on disk.
@@ -255,16 +260,7 @@ impl Moto {
 
     /// A config for this server's bucket with short timeouts.
     pub(crate) fn config(&self) -> S3Config {
-        S3Config {
-            endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
-            bucket: BUCKET.to_owned(),
-            access_key_id: ACCESS_KEY.to_owned(),
-            secret_access_key: SECRET_KEY.to_owned(),
-            connect_timeout: Duration::from_millis(500),
-            operation_timeout: Duration::from_secs(5),
-            max_attempts: 3,
-            ..S3Config::default()
-        }
+        test_config(format!("http://127.0.0.1:{}", self.port))
     }
 
     /// Freezes the server (SIGSTOP), as a stalled node would be: the kernel still accepts
